@@ -1,0 +1,139 @@
+"""What the trainer drives: one training epoch, an exact evaluation, weight snapshots.
+
+The trainer never knows how many workers there are; an executor hides it. :class:`SingleDeviceExecutor`
+is plain full-graph training on one device (the semantics every parallel configuration must reproduce).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from gnnpipe.config import ExperimentConfig
+from gnnpipe.data.graph import Graph
+from gnnpipe.models.deep import DeepGNN, build_model, chunk_loss
+from gnnpipe.models.ops import RowCtx, SparseOp
+from gnnpipe.train.metrics import Accuracies, accuracies
+
+__all__ = ["EpochStats", "Executor", "SingleDeviceExecutor", "peak_memory_bytes", "resolve_dtype", "make_optimizer"]
+
+BREAKDOWN_KEYS = ("compute", "comm_layer", "comm_graph", "weight_sync", "bubble")
+
+
+@dataclass
+class EpochStats:
+    """One training epoch as the logger sees it. Times in seconds; ``loss`` is the global full-graph loss."""
+
+    loss: float
+    time: float
+    breakdown: dict[str, float] = field(default_factory=lambda: dict.fromkeys(BREAKDOWN_KEYS, 0.0))
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of this worker: CUDA allocator peak on GPU, peak RSS of the process on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: ExperimentConfig) -> torch.optim.Optimizer:
+    """Adam, one step per epoch. Element-wise, so splitting parameters across stages changes nothing."""
+    return torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+
+class Executor:
+    """Interface. Every method is collective: all workers call it, in the same order."""
+
+    is_logger: bool = True
+    world_size: int = 1
+
+    def train_epoch(self, epoch: int) -> EpochStats:
+        raise NotImplementedError
+
+    def evaluate(self) -> Accuracies:
+        """Exact full-graph inference (no history, no dropout); identical result on every worker."""
+        raise NotImplementedError
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of this worker's weights (for best-valid tracking)."""
+        raise NotImplementedError
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def comm_bytes_per_epoch(self) -> dict[str, dict[str, int]]:
+        """``{"measured": {layer, graph, weight}, "analytic": {...}}`` cluster-wide bytes of one training epoch."""
+        zero = {"layer": 0, "graph": 0, "weight": 0}
+        return {"measured": dict(zero), "analytic": dict(zero)}
+
+    def peak_memory(self) -> list[int]:
+        """Peak memory of every worker, in bytes (rank order)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class SingleDeviceExecutor(Executor):
+    """Full-graph training on one device: forward all vertices, loss on the training mask, one Adam step."""
+
+    def __init__(self, cfg: ExperimentConfig, graph: Graph, model: DeepGNN | None = None):
+        self.cfg = cfg
+        self.device = torch.device(cfg.train.device)
+        self.dtype = resolve_dtype(cfg.train.dtype)
+        self.graph = graph
+        if model is None:
+            model = build_model(
+                cfg.model, graph.num_features, graph.num_classes, seed=cfg.train.seed, multi_label=graph.multi_label
+            )
+        self.model = model.to(device=self.device, dtype=self.dtype)
+        indptr, indices, values = graph.norm_values(self.model.agg_kind)
+        self.op = SparseOp(indptr, indices, values, graph.num_nodes)
+        self.x = graph.x.to(self.device, self.dtype)
+        self.y = graph.y.to(self.device)
+        self.train_idx = graph.train_mask.nonzero().flatten().to(self.device)
+        self.optimizer = make_optimizer(list(self.model.parameters()), cfg)
+
+    def loss(self, epoch: int) -> torch.Tensor:
+        """The full-graph training loss of ``epoch`` (dropout keyed by epoch) with its autograd graph."""
+        ctx = RowCtx(training=True, seed=self.cfg.train.seed, epoch=epoch, chunk=0)
+        logits = self.model.forward_full(self.x, self.op, ctx)
+        idx = self.train_idx
+        return chunk_loss(logits[idx], self.y[idx], idx.numel())
+
+    def train_epoch(self, epoch: int) -> EpochStats:
+        t0 = time.perf_counter()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(epoch)
+        loss.backward()
+        self.optimizer.step()
+        dt = time.perf_counter() - t0
+        stats = EpochStats(loss=float(loss.detach()), time=dt)
+        stats.breakdown["compute"] = dt
+        return stats
+
+    @torch.no_grad()
+    def logits(self) -> torch.Tensor:
+        self.model.eval()
+        return self.model.forward_full(self.x, self.op, RowCtx(training=False))
+
+    def evaluate(self) -> Accuracies:
+        g = self.graph
+        return accuracies(self.logits().cpu(), g.y, (g.train_mask, g.val_mask, g.test_mask))
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+    def peak_memory(self) -> list[int]:
+        return [peak_memory_bytes(self.device)]

@@ -1,0 +1,197 @@
+"""The epoch loop: train, exact evaluation every ``eval_every`` epochs, best-valid weights, logs and metrics.
+
+Runs unchanged on any executor (single device or a distributed engine). Only the logging worker prints and
+writes the run summary; every worker keeps its own best-valid weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gnnpipe.config import ExperimentConfig, config_to_dict
+from gnnpipe.train.executor import BREAKDOWN_KEYS, EpochStats, Executor
+from gnnpipe.train.metrics import Accuracies
+
+__all__ = ["RunSummary", "train", "git_rev", "format_bytes"]
+
+
+@dataclass
+class RunSummary:
+    test_acc: float
+    best_val_acc: float
+    best_epoch: int
+    epoch_time_s: float
+    comm_bytes_per_epoch: dict[str, int]
+    comm_bytes_per_epoch_analytic: dict[str, int]
+    peak_memory_bytes: list[int]
+    losses: list[float]
+    breakdown_s: dict[str, float]
+    config: dict
+    git_rev: str
+    evals: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def git_rev() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3f} {unit}"
+        n /= 1000.0
+    return f"{n:.3f} TB"
+
+
+def _epoch_line(epoch: int, s: EpochStats, acc: Accuracies | None) -> str:
+    b = s.breakdown
+    line = (
+        f"Epoch {epoch:05d} | Time {s.time:.4f}s | Compute {b['compute']:.4f}s | Comm-layer {b['comm_layer']:.4f}s"
+        f" | Comm-graph {b['comm_graph']:.4f}s | Bubble {b['bubble']:.4f}s | Loss {s.loss:.4f}"
+    )
+    if acc is not None:
+        line += f" | Train {acc.train:.4f} | Val {acc.val:.4f} | Test {acc.test:.4f}"
+    return line
+
+
+class _Progress:
+    """A one-line progress bar, only when stdout is a terminal."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total = total
+        self.enabled = enabled and sys.stdout.isatty()
+
+    def update(self, epoch: int, loss: float) -> None:
+        if self.enabled:
+            done = int(30 * (epoch + 1) / self.total)
+            sys.stdout.write(f"\r[{'#' * done}{'.' * (30 - done)}] {epoch + 1}/{self.total} loss {loss:.4f}")
+            sys.stdout.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stdout.write("\r" + " " * 70 + "\r")
+            sys.stdout.flush()
+
+
+def train(
+    cfg: ExperimentConfig,
+    executor: Executor,
+    *,
+    metrics_out: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    print_fn: Callable[[str], None] = print,
+) -> RunSummary:
+    """Train for ``cfg.train.epochs`` epochs; return (and on the logger, write) the run summary."""
+    t = cfg.train
+    log = executor.is_logger
+    out = print_fn if log else (lambda _s: None)
+    progress = _Progress(t.epochs, cfg.log.progress and log)
+    stats: list[EpochStats] = []
+    evals: list[dict] = []
+    best_val, best_epoch, best_test, best_state = -math.inf, -1, float("nan"), None
+    rows = []
+    for epoch in range(t.epochs):
+        s = executor.train_epoch(epoch)
+        stats.append(s)
+        acc = None
+        if (epoch + 1) % t.eval_every == 0 or epoch == t.epochs - 1:
+            acc = executor.evaluate()
+            evals.append({"epoch": epoch, "train": acc.train, "val": acc.val, "test": acc.test})
+            if acc.val > best_val:
+                best_val, best_epoch, best_test = acc.val, epoch, acc.test
+                best_state = executor.snapshot()
+        rows.append(
+            {
+                "epoch": epoch,
+                "time": s.time,
+                "loss": s.loss,
+                **s.breakdown,
+                **({"train": acc.train, "val": acc.val, "test": acc.test} if acc else {}),
+            }
+        )
+        if progress.enabled and acc is None:
+            progress.update(epoch, s.loss)
+        else:
+            progress.clear()
+            out(_epoch_line(epoch, s, acc))
+    if best_state is not None:
+        executor.restore(best_state)  # leave the executor holding the best-valid weights
+
+    timed = stats[t.warmup_epochs :] if len(stats) > t.warmup_epochs else stats
+    epoch_time = sum(s.time for s in timed) / len(timed)
+    breakdown = {k: sum(s.breakdown[k] for s in timed) / len(timed) for k in BREAKDOWN_KEYS}
+    comm = executor.comm_bytes_per_epoch()
+    summary = RunSummary(
+        test_acc=best_test,
+        best_val_acc=best_val,
+        best_epoch=best_epoch,
+        epoch_time_s=epoch_time,
+        comm_bytes_per_epoch=comm["measured"],
+        comm_bytes_per_epoch_analytic=comm["analytic"],
+        peak_memory_bytes=executor.peak_memory(),
+        losses=[s.loss for s in stats],
+        breakdown_s=breakdown,
+        config=config_to_dict(cfg),
+        git_rev=git_rev(),
+        evals=evals,
+    )
+    if log:
+        _print_summary(summary, executor.world_size, out)
+        _write_outputs(summary, rows, metrics_out, run_dir)
+    return summary
+
+
+def _print_summary(s: RunSummary, world: int, out: Callable[[str], None]) -> None:
+    out(
+        f"Mean epoch time {s.epoch_time_s:.4f}s  (" + ", ".join(f"{k} {v:.4f}s" for k, v in s.breakdown_s.items()) + ")"
+    )
+    out("Communication per epoch, cluster-wide (measured | analytic):")
+    for kind in ("layer", "graph", "weight"):
+        m, a = s.comm_bytes_per_epoch[kind], s.comm_bytes_per_epoch_analytic[kind]
+        out(f"  {kind:<7} {format_bytes(m):>12} | {format_bytes(a):>12}")
+    total = sum(s.comm_bytes_per_epoch.values())
+    out(f"  {'total':<7} {format_bytes(total):>12}")
+    mem = ", ".join(f"rank{r} {format_bytes(b)}" for r, b in enumerate(s.peak_memory_bytes))
+    out(f"Peak memory per worker ({world}): {mem}")
+    out(f"Highest valid acc {s.best_val_acc:.4f} at epoch {s.best_epoch}; target test acc {s.test_acc:.4f}")
+
+
+def _write_outputs(s: RunSummary, rows: list[dict], metrics_out, run_dir) -> None:
+    if metrics_out is not None:
+        p = Path(metrics_out)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(s.to_json(), indent=2))
+    if run_dir is not None:
+        d = Path(run_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "summary.json").write_text(json.dumps(s.to_json(), indent=2))
+        keys = ["epoch", "time", "loss", *BREAKDOWN_KEYS, "train", "val", "test"]
+        with open(d / "epochs.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
