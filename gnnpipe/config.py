@@ -33,7 +33,7 @@ __all__ = [
 ARCHS = ("gcn", "sage", "gcnii", "resgcn")
 INITS = ("xavier", "pytorch")
 CHUNK_ORDERS = ("random", "fixed", "degree")
-PARTITION_METHODS = ("metis", "random", "contiguous")
+PARTITION_METHODS = ("metis", "metis_kway", "random", "contiguous")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 

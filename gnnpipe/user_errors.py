@@ -2,6 +2,8 @@
 
 from gnnpipe.config import ConfigError
 from gnnpipe.data.graph import GraphError
+from gnnpipe.parallel.comm import CommError
+from gnnpipe.partition.chunker import PlanError
 from gnnpipe.train.checkpoint import CheckpointError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, GraphError, CheckpointError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, GraphError, PlanError, CommError, CheckpointError)

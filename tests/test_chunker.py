@@ -172,6 +172,8 @@ def test_degree_errors():
         build_plan(g, chunks=9, ways=1)
     with pytest.raises(ValueError, match="ways must be a positive integer"):
         build_plan(g, chunks=4, ways=0)
+    with pytest.raises(ValueError, match=r"part ids must lie in \[0, 2\)"):
+        plan_from_parts(g, torch.full((8,), -1, dtype=torch.int64), chunks=2, ways=1)
     with pytest.raises(ValueError, match="is empty"):
         plan_from_parts(g, torch.zeros(8, dtype=torch.int64), chunks=2, ways=1)
 

@@ -57,8 +57,10 @@ def test_analytic_volume_matches_brute_force(case, data):
     numels = data.draw(st.lists(st.integers(0, 1000), min_size=S, max_size=S))
 
     way = plan.vertex_way().tolist()
-    pairs = {(u, way[v]) for u, v in new_edges(g, plan) if way[u] != way[v]}
-    graph = sum(len(pairs) * agg_widths[i] * 4 * (2 if agg_grad[i] else 1) for i in range(L))
+    edges = list(new_edges(g, plan))
+    fwd = {(u, way[v]) for u, v in edges if way[u] != way[v]}  # rows sent forward: source, reading way
+    bwd = {(v, way[u]) for u, v in edges if way[u] != way[v]}  # gradient rows back: reader, source way
+    graph = sum(agg_widths[i] * 4 * (len(fwd) + (len(bwd) if agg_grad[i] else 0)) for i in range(L))
     layer, last = 0, -1
     for s in range(S - 1):
         last += stage_layers[s]

@@ -80,6 +80,15 @@ class SparseOp:
             return _SpMM.apply(z, a, at)
         return torch.sparse.mm(a, z)
 
+    def t_matmul(self, g: torch.Tensor) -> torch.Tensor:
+        """``A^T @ g`` (``g: [R, d]`` -> ``[K, d]``): the aggregation backward, without autograd."""
+        if g.shape[0] != self.shape[0]:
+            raise ValueError(f"gradient has {g.shape[0]} rows, operator has {self.shape[0]}")
+        if self.nnz == 0:
+            return g.new_zeros(self.shape[1], g.shape[1])
+        _, at = self.matrices(g.dtype, g.device)
+        return torch.sparse.mm(at, g.contiguous())
+
 
 def keyed_generator(*key: int) -> torch.Generator:
     """A CPU generator seeded by a tuple of ints, so random masks depend only on their key."""
@@ -103,13 +112,21 @@ class RowCtx:
     seed: int = 0
     epoch: int = 0
     chunk: int = 0
+    # rows made of several chunks: ((chunk, num_rows), ...) in row order; overrides ``chunk``
+    segments: tuple[tuple[int, int], ...] = ()
+
+    def _mask(self, chunk: int, shape: tuple[int, ...], p: float, site: int) -> torch.Tensor:
+        g = keyed_generator(self.seed, self.epoch, site, chunk)
+        return torch.rand(shape, generator=g, dtype=torch.float32).ge_(p)
 
     def dropout(self, x: torch.Tensor, p: float, site: int) -> torch.Tensor:
         if not self.training or p == 0.0:
             return x
-        g = keyed_generator(self.seed, self.epoch, site, self.chunk)
-        keep = torch.rand(x.shape, generator=g, dtype=torch.float32).to(x.device) >= p
-        return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
+        if self.segments:
+            keep = torch.cat([self._mask(c, (n, *x.shape[1:]), p, site) for c, n in self.segments])
+        else:
+            keep = self._mask(self.chunk, tuple(x.shape), p, site)
+        return x * keep.to(device=x.device, dtype=x.dtype).mul_(1.0 / (1.0 - p))
 
 
 def init_linear_(weight: torch.Tensor, bias: torch.Tensor | None, scheme: str, g: torch.Generator) -> None:

@@ -229,9 +229,9 @@ def plan_from_parts(
     check_degrees(n, chunks, ways)
     if parts.shape != (n,) or parts.dtype != torch.int64:
         raise ValueError(f"parts must be int64 [{n}], got {parts.dtype} {tuple(parts.shape)}")
-    sizes = torch.bincount(parts, minlength=chunks) if n else torch.zeros(chunks, dtype=torch.int64)
-    if n and (int(parts.min()) < 0 or int(parts.max()) >= chunks):
+    if int(parts.min()) < 0 or int(parts.max()) >= chunks:  # n >= chunks >= 1: parts is non-empty
         raise ValueError(f"part ids must lie in [0, {chunks}), got [{int(parts.min())}, {int(parts.max())}]")
+    sizes = torch.bincount(parts, minlength=chunks)
     if bool((sizes == 0).any()):
         raise ValueError(f"chunk {int(torch.nonzero(sizes == 0)[0])} is empty; every chunk needs a vertex")
 

@@ -23,6 +23,7 @@ __all__ = [
     "authors_pipeline_estimate",
     "format_plan_report",
     "graph_pairs",
+    "graph_pairs_bwd",
     "plan_stats",
 ]
 
@@ -96,6 +97,11 @@ def graph_pairs(plan: ChunkPlan) -> int:
     return int(plan.halo_fwd_vertices.numel())
 
 
+def graph_pairs_bwd(plan: ChunkPlan) -> int:
+    """Number of (vertex v, way w2 != way(v)) pairs with an edge from w2 into v: backward gradient rows."""
+    return int(plan.halo_bwd_vertices.numel())
+
+
 def authors_mirrors(plan: ChunkPlan) -> torch.Tensor:
     """[W] int64 mirrors per way as the authors' estimate tool counts them.
 
@@ -141,7 +147,10 @@ def analytic_volume(
 
     layer  = sum over boundaries b (after the last layer l_b of stages 0..S-2) of 2 N (boundary_widths[l_b]
              + h0_width) bytes (forward rows + backward gradient rows).
-    graph  = sum_l pairs * agg_widths[l] * bytes * (2 if agg_grad[l] else 1), pairs = `graph_pairs`.
+    graph  = sum_l agg_widths[l] * bytes * (pairs_fwd + (pairs_bwd if agg_grad[l] else 0)): forward sends the
+             rows of ``halo_fwd`` (`graph_pairs`); backward sends the aggregation-output gradient rows of
+             ``halo_bwd`` (pull style, as the authors' system; `graph_pairs_bwd`). On symmetric graphs the two
+             counts are equal and this is DESIGN §4's ``pairs * width * 2``.
     weight = sum_s 2 (W-1) stage_weight_numels[s] bytes (ring all-reduce over the W ways, cluster-wide).
     """
     S, L = len(stage_layers), sum(stage_layers)
@@ -158,8 +167,8 @@ def analytic_volume(
         acc += count
         ends.append(acc - 1)  # index of the last layer before boundary
     layer = sum(2 * n * (boundary_widths[e] + h0_width) * b for e in ends)
-    pairs = graph_pairs(plan)
-    graph = sum(pairs * width * b * (2 if grad else 1) for width, grad in zip(agg_widths, agg_grad, strict=True))
+    fwd, bwd = graph_pairs(plan), graph_pairs_bwd(plan)
+    graph = sum(width * b * (fwd + (bwd if grad else 0)) for width, grad in zip(agg_widths, agg_grad, strict=True))
     weight = sum(2 * (w - 1) * numel * b for numel in stage_weight_numels)
     return CommVolume(layer=layer, graph=graph, weight=weight)
 

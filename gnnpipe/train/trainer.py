@@ -101,11 +101,35 @@ def train(
     metrics_out: str | Path | None = None,
     run_dir: str | Path | None = None,
     print_fn: Callable[[str], None] = print,
+    log_file: str | Path | None = None,
 ) -> RunSummary:
-    """Train for ``cfg.train.epochs`` epochs; return (and on the logger, write) the run summary."""
+    """Train for ``cfg.train.epochs`` epochs; return (and on the logger, write) the run summary.
+
+    The logging worker prints; every worker appends the same lines to its own ``log_file``.
+    """
+    log = executor.is_logger
+    fh = None
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        fh = open(log_file, "a")  # noqa: SIM115 - closed in the finally below
+
+    def out(line: str) -> None:
+        if log:
+            print_fn(line)
+        if fh is not None:
+            fh.write(line + "\n")
+            fh.flush()
+
+    try:
+        return _train(cfg, executor, metrics_out, run_dir, out)
+    finally:
+        if fh is not None:
+            fh.close()
+
+
+def _train(cfg: ExperimentConfig, executor: Executor, metrics_out, run_dir, out: Callable[[str], None]) -> RunSummary:
     t = cfg.train
     log = executor.is_logger
-    out = print_fn if log else (lambda _s: None)
     progress = _Progress(t.epochs, cfg.log.progress and log)
     stats: list[EpochStats] = []
     evals: list[dict] = []

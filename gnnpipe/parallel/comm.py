@@ -1,0 +1,277 @@
+"""The only module that calls ``torch.distributed``: process groups, counted transfers, timeouts, liveness.
+
+Every byte an engine moves goes through :class:`Comm`, which counts it by (kind, layer, peer, direction).
+Kinds: ``layer`` (stage to stage), ``graph`` (halo rows among ways of a stage), ``weight`` (gradient
+all-reduce, counted as a ring all-reduce: 2(W-1)/W of the buffer per worker), ``eval`` (evaluation) and
+``control`` (setup checks, losses). Only layer/graph/weight are training volume.
+
+A worker that dies must not leave the others hanging: a watchdog thread publishes a heartbeat counter in the
+rendezvous store and watches the others'; when a peer's counter stops moving for ``dead_after_s`` seconds
+(and the peer did not finish cleanly) every live worker prints which rank was lost and exits non-zero.
+Communication errors and timeouts are turned into :class:`CommError` naming the peer.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["Comm", "CommError", "Topology", "KINDS", "TRAIN_KINDS"]
+
+KINDS = ("layer", "graph", "weight", "eval", "control")
+TRAIN_KINDS = ("layer", "graph", "weight")
+EXIT_PEER_LOST = 17
+
+
+class CommError(RuntimeError):
+    """A transfer failed or timed out; the message names the peer and what was being moved."""
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Rank layout of DESIGN §1: ``rank = way * stages + stage``."""
+
+    ways: int
+    stages: int
+
+    @property
+    def world_size(self) -> int:
+        return self.ways * self.stages
+
+    def rank(self, way: int, stage: int) -> int:
+        return way * self.stages + stage
+
+    def coords(self, rank: int) -> tuple[int, int]:
+        return divmod(rank, self.stages)
+
+
+def _env_rank_world() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's variables, else from Open MPI's (mpirun)."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if "OMPI_COMM_WORLD_RANK" in env:
+        rank, world = int(env["OMPI_COMM_WORLD_RANK"]), int(env["OMPI_COMM_WORLD_SIZE"])
+        local = int(env.get("OMPI_COMM_WORLD_LOCAL_RANK", 0))
+        if "MASTER_ADDR" not in env:  # rank 0's host, shared through MPI
+            import socket
+
+            from mpi4py import MPI  # optional dependency: pip install gnnpipe[mpi]
+
+            addr = MPI.COMM_WORLD.bcast(socket.gethostname() if rank == 0 else None, root=0)
+            os.environ["MASTER_ADDR"] = addr
+        os.environ.setdefault("MASTER_PORT", "29512")
+        return rank, world, local
+    return 0, 1, 0
+
+
+class _Watchdog(threading.Thread):
+    """Heartbeat in the store; exit the process when a peer stops beating without having finished."""
+
+    def __init__(self, store: dist.Store, rank: int, world: int, interval_s: float, dead_after_s: float):
+        super().__init__(daemon=True, name="gnnpipe-watchdog")
+        self.store, self.rank, self.world = store, rank, world
+        self.interval, self.dead_after = interval_s, dead_after_s
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        beat = 0
+        last_seen: dict[int, tuple[str, float]] = {}
+        while not self._stop.wait(self.interval):
+            beat += 1
+            try:
+                self.store.set(f"gnnpipe/hb/{self.rank}", str(beat))
+                now = time.monotonic()
+                for r in range(self.world):
+                    if r == self.rank:
+                        continue
+                    v = self.store.get(f"gnnpipe/hb/{r}").decode()
+                    if v == "done":
+                        continue
+                    if r not in last_seen or last_seen[r][0] != v:
+                        last_seen[r] = (v, now)
+                    elif now - last_seen[r][1] > self.dead_after:
+                        self._die(f"lost rank {r}: no heartbeat for {self.dead_after:.0f}s (worker died or hung)")
+            except Exception as e:  # the store itself is gone: its host (rank 0 or the launcher) died
+                if self._stop.is_set():
+                    return
+                self._die(f"lost the rendezvous store ({type(e).__name__}: {e}); rank 0 or the launcher died")
+
+    def _die(self, why: str) -> None:
+        print(f"[gnnpipe rank {self.rank}] fatal: {why}; exiting", file=sys.stderr, flush=True)
+        os._exit(EXIT_PEER_LOST)
+
+    def finish(self) -> None:
+        self._stop.set()
+        try:
+            self.store.set(f"gnnpipe/hb/{self.rank}", "done")
+        except Exception:
+            pass
+
+
+class Comm:
+    """Counted, time-limited communication for one worker of a ``ways x stages`` grid."""
+
+    def __init__(self, topo: Topology, rank: int, device: torch.device, timeout_s: float = 120.0):
+        self.topo, self.rank, self.device = topo, rank, device
+        self.way, self.stage = topo.coords(rank)
+        self.timeout = datetime.timedelta(seconds=timeout_s)
+        self.bytes: dict[tuple[str, int, int, str], float] = defaultdict(float)
+        self.watchdog: _Watchdog | None = None
+        # sub-groups: every rank must create every group, in the same order
+        self.stage_group = self.way_group = None
+        if topo.world_size > 1:
+            for s in range(topo.stages):
+                g = dist.new_group([topo.rank(w, s) for w in range(topo.ways)], timeout=self.timeout)
+                if s == self.stage:
+                    self.stage_group = g
+            for w in range(topo.ways):
+                g = dist.new_group([topo.rank(w, s) for s in range(topo.stages)], timeout=self.timeout)
+                if w == self.way:
+                    self.way_group = g
+
+    # ------------------------------------------------------------------ setup / teardown
+    @classmethod
+    def init(
+        cls,
+        topo: Topology,
+        *,
+        device: str = "cpu",
+        timeout_s: float = 120.0,
+        heartbeat_s: float = 1.0,
+        dead_after_s: float = 15.0,
+    ) -> Comm:
+        """Join the process group from the launcher's environment; check the world matches the config."""
+        rank, world, local = _env_rank_world()
+        if world != topo.world_size:
+            raise CommError(
+                f"launched with {world} worker(s) but parallel.ways * parallel.stages = {topo.ways} * {topo.stages}"
+                f" = {topo.world_size}; start {topo.world_size} workers (./launch.sh does)"
+            )
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
+            torch.cuda.set_device(dev)
+        if world > 1 and not dist.is_initialized():
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+            dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+        comm = cls(topo, rank, dev, timeout_s)
+        if world > 1:
+            comm._start_watchdog(heartbeat_s, dead_after_s)
+        return comm
+
+    def _start_watchdog(self, heartbeat_s: float, dead_after_s: float) -> None:
+        store = dist.distributed_c10d._get_default_store()
+        store.set(f"gnnpipe/hb/{self.rank}", "0")
+        dist.barrier()  # every heartbeat key exists before anyone watches
+        self.watchdog = _Watchdog(store, self.rank, self.topo.world_size, heartbeat_s, dead_after_s)
+        self.watchdog.start()
+
+    def close(self) -> None:
+        if self.topo.world_size > 1 and dist.is_initialized():
+            try:
+                dist.barrier()
+            finally:
+                if self.watchdog is not None:
+                    self.watchdog.finish()
+                dist.destroy_process_group()
+
+    # ------------------------------------------------------------------ counting
+    def _count(self, kind: str, layer: int, peer: int, direction: str, nbytes: float) -> None:
+        assert kind in KINDS, kind
+        self.bytes[(kind, layer, peer, direction)] += nbytes
+
+    def sent_by_kind(self) -> dict[str, float]:
+        out = dict.fromkeys(KINDS, 0.0)
+        for (kind, _l, _p, d), b in self.bytes.items():
+            if d == "send":
+                out[kind] += b
+        return out
+
+    # ------------------------------------------------------------------ point to point
+    def _wait(self, work, what: str) -> None:
+        try:
+            ok = work.wait(self.timeout)
+        except Exception as e:
+            raise CommError(f"rank {self.rank}: {what} failed: {type(e).__name__}: {str(e)[:300]}") from None
+        if ok is False:
+            raise CommError(f"rank {self.rank}: {what} timed out after {self.timeout.total_seconds():.0f}s")
+
+    def exchange(
+        self,
+        sends: dict[int, torch.Tensor],
+        recvs: dict[int, torch.Tensor],
+        *,
+        kind: str,
+        layer: int = -1,
+        wait: bool = True,
+    ) -> list:
+        """Post all sends and receives (batched p2p, safe for NCCL and gloo); wait unless ``wait=False``.
+
+        Returns the pending works when not waiting (pass them to :meth:`wait_all`).
+        """
+        ops, peers = [], []
+        for peer, t in sends.items():
+            self._count(kind, layer, peer, "send", t.numel() * t.element_size())
+            ops.append(dist.P2POp(dist.isend, t, peer))
+            peers.append(f"send {kind} to rank {peer}")
+        for peer, t in recvs.items():
+            self._count(kind, layer, peer, "recv", t.numel() * t.element_size())
+            ops.append(dist.P2POp(dist.irecv, t, peer))
+            peers.append(f"receive {kind} from rank {peer}")
+        if not ops:
+            return []
+        try:
+            works = dist.batch_isend_irecv(ops)
+        except Exception as e:
+            raise CommError(f"rank {self.rank}: posting {', '.join(peers)} failed: {e}") from None
+        pending = list(zip(works, peers, strict=True))
+        if wait:
+            self.wait_all(pending)
+            return []
+        return pending
+
+    def wait_all(self, pending: list) -> None:
+        for work, what in pending:
+            self._wait(work, what)
+
+    # ------------------------------------------------------------------ collectives
+    def all_reduce_sum(self, t: torch.Tensor, *, kind: str, group_ranks: list[int], group=None) -> None:
+        """In-place sum over ``group_ranks``; counted as a ring all-reduce, 2(n-1)/n of the buffer per worker."""
+        n = len(group_ranks)
+        if n == 1:
+            return
+        self._count(kind, -1, -1, "send", 2.0 * (n - 1) / n * t.numel() * t.element_size())
+        try:
+            work = dist.all_reduce(t, group=group, async_op=True)
+        except Exception as e:
+            raise CommError(f"rank {self.rank}: all-reduce among ranks {group_ranks} failed: {e}") from None
+        self._wait(work, f"all-reduce among ranks {group_ranks}")
+
+    def all_gather_object(self, obj: object) -> list:
+        """Small Python objects from every worker (setup checks, counters): control traffic, not counted."""
+        if self.topo.world_size == 1:
+            return [obj]
+        out: list = [None] * self.topo.world_size
+        try:
+            dist.all_gather_object(out, obj)
+        except Exception as e:
+            raise CommError(f"rank {self.rank}: all_gather_object failed: {e}") from None
+        return out
+
+    def check_same(self, what: str, value: object) -> None:
+        """Raise on every worker if workers disagree on ``value`` (e.g. plan and shapes): never hang later."""
+        values = self.all_gather_object(value)
+        bad = [r for r, v in enumerate(values) if v != values[0]]
+        if bad:
+            raise CommError(
+                f"workers disagree on {what}: rank 0 has {values[0]!r}, rank {bad[0]} has {values[bad[0]]!r}"
+            )

@@ -1,0 +1,121 @@
+"""Run a function in k local worker processes (gloo on CPU) with a hard timeout.
+
+Used by the tests and by experiments that need several workers without torchrun. Each worker gets the
+environment torchrun would give it (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), runs
+``fn(*args)`` and sends back its return value or its error. The parent never hangs: after ``timeout_s`` (or
+as soon as one worker fails, plus a grace period) every remaining worker is killed, and a
+:class:`SpawnError` says which ranks failed and how.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+
+import torch.multiprocessing as mp
+
+__all__ = ["SpawnError", "WorkerResult", "free_port", "run_workers"]
+
+
+class SpawnError(RuntimeError):
+    pass
+
+
+@dataclass
+class WorkerResult:
+    rank: int
+    ok: bool
+    value: object = None
+    error: str = ""
+    exitcode: int | None = None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank: int, world: int, port: int, fn, args, queue, threads: int) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        # by value (plain pickle): torch's queue reducers would share tensor memory, which dies with this process
+        queue.put((rank, True, pickle.dumps(fn(*args)), ""))
+    except BaseException as e:  # report everything, including CommError and SystemExit
+        queue.put((rank, False, None, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"))
+        raise SystemExit(1) from None
+
+
+def run_workers(
+    fn, world: int, *args, timeout_s: float = 240.0, grace_s: float = 60.0, check: bool = True
+) -> list[WorkerResult]:
+    """Run ``fn(*args)`` on ``world`` workers; return their results in rank order.
+
+    ``fn`` must be importable (module level). With ``check`` a failed or killed worker raises SpawnError
+    naming the ranks; without it, the caller inspects each WorkerResult (e.g. to test failure handling).
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = free_port()
+    threads = max(1, (os.cpu_count() or 1) // world)
+    procs = [
+        ctx.Process(target=_entry, args=(r, world, port, fn, args, queue, threads), daemon=True) for r in range(world)
+    ]
+    for p in procs:
+        p.start()
+    results: dict[int, WorkerResult] = {}
+    deadline = time.monotonic() + timeout_s
+    first_failure: float | None = None
+    try:
+        while len(results) < world:
+            now = time.monotonic()
+            limit = deadline if first_failure is None else min(deadline, first_failure + grace_s)
+            if now > limit:
+                break
+            try:
+                rank, ok, value, err = queue.get(timeout=0.2)
+                results[rank] = WorkerResult(rank, ok, pickle.loads(value) if ok else None, err)
+                if not ok and first_failure is None:
+                    first_failure = time.monotonic()
+            except Exception:  # queue.Empty: look for workers that died without reporting
+                for r, p in enumerate(procs):
+                    if r not in results and p.exitcode is not None:
+                        time.sleep(0.2)  # its message may still be in flight
+                        if queue.empty():
+                            results[r] = WorkerResult(
+                                r, False, error=f"exited with code {p.exitcode} without a result", exitcode=p.exitcode
+                            )
+                            first_failure = first_failure or time.monotonic()
+    finally:
+        for p in procs:
+            p.join(timeout=5 if len(results) == world else 0.1)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        queue.close()
+    for r, p in enumerate(procs):
+        if r not in results:
+            results[r] = WorkerResult(
+                r, False, error=f"no result within the time limit (killed, exit code {p.exitcode})", exitcode=p.exitcode
+            )
+        else:
+            results[r].exitcode = p.exitcode
+    ordered = [results[r] for r in range(world)]
+    if check and not all(r.ok for r in ordered):
+        lines = [f"rank {r.rank}: {r.error.strip()}" for r in ordered if not r.ok]
+        raise SpawnError(f"{sum(not r.ok for r in ordered)} of {world} workers failed:\n" + "\n".join(lines))
+    return ordered

@@ -1,0 +1,173 @@
+"""The oracle: a deliberately plain, single-process implementation of one epoch as DESIGN §3 defines it.
+
+No processes, no speed. Ways are virtual: position i processes the *union* of the ways' chunks at that
+position as one group (reads inside the group are fresh and carry gradient unscaled; reads of groups at
+earlier positions are fresh and carry ``cross_chunk_grad_scale`` x gradient; reads of later groups are
+historical constants). Every distributed engine configuration must equal this to 1e-6 in float64.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from gnnpipe.config import ExperimentConfig
+from gnnpipe.data.graph import Graph
+from gnnpipe.models.deep import build_model, chunk_loss
+from gnnpipe.models.ops import RowCtx, SparseOp
+from gnnpipe.parallel.blocks import in_neighbours, ranges_to_index, sub_operator
+from gnnpipe.parallel.schedule import position_order
+from gnnpipe.partition.chunker import ChunkPlan
+from gnnpipe.train.executor import EpochStats, Executor, make_optimizer, peak_memory_bytes, resolve_dtype
+from gnnpipe.train.metrics import Accuracies, accuracies
+
+__all__ = ["Reference"]
+
+
+@dataclass
+class _Group:
+    """The chunks of all ways at one local index j: rows, operators, and where their in-neighbours live."""
+
+    chunks: list[int]
+    segments: tuple[tuple[int, int], ...]
+    rows: torch.Tensor  # [R] sorted vertex ids
+    ext: torch.Tensor  # [X] sorted out-of-group in-neighbours
+    ext_group: torch.Tensor  # [X] local index j of the group holding each ext vertex
+    a_in: SparseOp  # Ahat[rows, rows]
+    a_ext: SparseOp  # Ahat[rows, ext]
+    train: torch.Tensor  # [T] positions (within rows) of training vertices
+
+
+def _push_to(G: torch.Tensor, targets: torch.Tensor, fresh: torch.Tensor, scale: float):
+    """Gradient hook of the ext rows: add ``scale`` x the gradient of the fresh reads into their sources' G rows."""
+
+    def hook(g: torch.Tensor) -> None:
+        G.index_add_(0, targets, scale * g[fresh])
+
+    return hook
+
+
+class Reference(Executor):
+    """Single-process executor with the exact epoch semantics of DESIGN §3 for any (ways, chunks)."""
+
+    def __init__(self, cfg: ExperimentConfig, graph: Graph, plan: ChunkPlan):
+        p = cfg.parallel
+        if plan.num_chunks != p.chunks or plan.num_ways != p.ways:
+            raise ValueError(
+                f"plan has (chunks={plan.num_chunks}, ways={plan.num_ways}), config ({p.chunks}, {p.ways})"
+            )
+        self.cfg, self.plan = cfg, plan
+        self.dtype = resolve_dtype(cfg.train.dtype)
+        self.graph = plan.permute(graph)
+        g = self.graph
+        self.model = build_model(
+            cfg.model, g.num_features, g.num_classes, seed=cfg.train.seed, multi_label=g.multi_label
+        )
+        self.model.to(self.dtype)
+        self.csr = g.norm_values(self.model.agg_kind)
+        self.full_op = SparseOp(*self.csr, g.num_nodes)
+        self.x = g.x.to(self.dtype)
+        self.num_train = int(g.train_mask.sum())
+        self.per_way = plan.chunks_per_way
+        self.groups = [self._group([w * self.per_way + j for w in range(p.ways)]) for j in range(self.per_way)]
+        self.exact_group = self._group(list(range(p.chunks)))
+        n = g.num_nodes
+        widths = self.model.dims().agg_widths
+        self.Z = [torch.zeros(n, d, dtype=self.dtype) for d in widths]
+        self.separate_history = p.history_period > 1 or p.history_momentum > 0
+        self.H = [z.clone() for z in self.Z] if self.separate_history else self.Z
+        self.G = [torch.zeros_like(z) for z in self.Z]
+        self.optimizer = make_optimizer(list(self.model.parameters()), cfg)
+        self.record_grads = False
+        self.last_grads: dict[str, torch.Tensor] = {}
+        self.costs = plan.block_counts.sum(1).view(p.ways, self.per_way).sum(0)
+
+    def _group(self, chunks: list[int]) -> _Group:
+        plan, g = self.plan, self.graph
+        rows = ranges_to_index([plan.chunk_range(c) for c in chunks])
+        ext = in_neighbours(self.csr, rows)
+        ext = ext[~torch.isin(ext, rows)]
+        ext_group = plan.vertex_chunk()[ext] % self.per_way
+        segments = tuple((c, plan.chunk_range(c)[1] - plan.chunk_range(c)[0]) for c in chunks)
+        train = g.train_mask[rows].nonzero().flatten()
+        return _Group(
+            chunks,
+            segments,
+            rows,
+            ext,
+            ext_group,
+            sub_operator(self.csr, rows, rows),
+            sub_operator(self.csr, rows, ext),
+            train,
+        )
+
+    # ------------------------------------------------------------------ one epoch
+    def _forward_group(self, grp: _Group, pos: int, pos_of: torch.Tensor, epoch: int) -> torch.Tensor:
+        scale = self.cfg.parallel.cross_chunk_grad_scale
+        ctx = RowCtx(training=True, seed=self.cfg.train.seed, epoch=epoch, segments=grp.segments)
+        h, h0 = self.model.encoder(self.x[grp.rows], ctx)
+        fresh = pos_of[grp.ext_group] < pos
+        fresh_ext = grp.ext[fresh]
+        for layer, Z, H, G in zip(self.model.layers, self.Z, self.H, self.G, strict=True):
+            z, r = layer.pre(h, ctx)
+            Z[grp.rows] = z.detach()
+            z.register_hook(lambda g, G=G, rows=grp.rows: g + G[rows])
+            e = torch.where(fresh[:, None], Z[grp.ext], H[grp.ext]).requires_grad_()
+            e.register_hook(_push_to(G, fresh_ext, fresh, scale))
+            h = layer.post(grp.a_in @ z + grp.a_ext @ e, r, h0, ctx)
+        logits = self.model.head(h, ctx)
+        y = self.graph.y[grp.rows][grp.train]
+        return chunk_loss(logits[grp.train], y, self.num_train)
+
+    def train_epoch(self, epoch: int) -> EpochStats:
+        t0 = time.perf_counter()
+        p = self.cfg.parallel
+        self.model.train()
+        if epoch < p.warmup_exact_epochs:
+            groups, order = [self.exact_group], [0]
+        else:
+            groups = self.groups
+            order = position_order(
+                len(groups), epoch=epoch, seed=self.cfg.train.seed, mode=p.chunk_order, costs=self.costs
+            )
+        pos_of = torch.empty(len(groups), dtype=torch.int64)
+        pos_of[torch.tensor(order)] = torch.arange(len(order))
+        losses = [self._forward_group(groups[j], i, pos_of, epoch) for i, j in enumerate(order)]
+        self.optimizer.zero_grad(set_to_none=True)
+        for loss in reversed(losses):  # reverse order: later readers push gradient before their sources run
+            loss.backward()
+        if self.record_grads:
+            self.last_grads = {k: v.grad.detach().clone() for k, v in self.model.named_parameters()}
+        self.optimizer.step()
+        for G in self.G:
+            G.zero_()
+        if self.separate_history and (epoch + 1) % p.history_period == 0:
+            m = p.history_momentum
+            for H, Z in zip(self.H, self.Z, strict=True):
+                H.mul_(m).add_(Z, alpha=1.0 - m)
+        dt = time.perf_counter() - t0
+        stats = EpochStats(loss=float(sum(loss.detach() for loss in losses)), time=dt)
+        stats.breakdown["compute"] = dt
+        return stats
+
+    # ------------------------------------------------------------------ evaluation and state
+    @torch.no_grad()
+    def logits(self) -> torch.Tensor:
+        """Exact full-graph logits in the *permuted* vertex order: [N, C]."""
+        self.model.eval()
+        return self.model.forward_full(self.x, self.full_op, RowCtx(training=False))
+
+    def evaluate(self) -> Accuracies:
+        g = self.graph
+        return accuracies(self.logits(), g.y, (g.train_mask, g.val_mask, g.test_mask))
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+    def peak_memory(self) -> list[int]:
+        return [peak_memory_bytes(torch.device("cpu"))]
