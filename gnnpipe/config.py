@@ -8,6 +8,8 @@ overrides ``section.key=value`` are parsed as YAML scalars and validated exactly
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,6 +42,20 @@ DTYPES = ("float32", "float64")
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says where and what is allowed."""
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` (no arbitrary objects), plus YAML 1.2 exponent floats: PyYAML's YAML 1.1 rules
+    read ``1e-3`` (no dot) as the *string* '1e-3', so ``lr: 1e-3`` would be refused as not a number."""
+
+
+_SafeLoader.add_implicit_resolver(  # copies the resolver table: yaml.SafeLoader itself is unchanged
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_SafeLoader)  # a SafeLoader subclass: still no arbitrary objects
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -173,7 +189,7 @@ def _build_section(cls: type, data: Any, src: str, section: str) -> Any:
         raise ConfigError(f"{src}: section '{section}' must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(names), key=str)  # keys may be non-strings
     if unknown:
         raise ConfigError(
             f"{src}: unknown key '{section}.{unknown[0]}'; allowed keys in '{section}': {', '.join(names)}"
@@ -197,7 +213,7 @@ def config_from_dict(data: Any, source: str = "<dict>") -> ExperimentConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(_SECTIONS))
+    unknown = sorted(set(data) - set(_SECTIONS), key=str)
     if unknown:
         raise ConfigError(f"{source}: unknown section '{unknown[0]}'; allowed sections: {', '.join(_SECTIONS)}")
     sections = {name: _build_section(cls, data.get(name), source, name) for name, cls in _SECTIONS.items()}
@@ -222,7 +238,7 @@ def parse_overrides(overrides: list[str], source: str = "command line") -> dict[
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"{source}: override key {key!r} must be section.key (e.g. model.layers=32)")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = _yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: override {item!r}: value is not valid YAML ({e})") from None
         out.setdefault(parts[0], {})[parts[1]] = value
@@ -239,7 +255,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not p.is_file():
             raise ConfigError(f"{source}: config file not found")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = _yaml_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: not valid YAML: {e}") from None
         if not isinstance(data, dict):
@@ -269,16 +285,16 @@ def _choice(cfg: ExperimentConfig, key: str, value: Any, choices: tuple[str, ...
 
 
 def _positive(cfg: ExperimentConfig, key: str, value: float, *, zero_ok: bool = False) -> None:
-    if value < 0 or (value == 0 and not zero_ok):
-        _fail(cfg, key, value, "a number >= 0" if zero_ok else "a number > 0")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):  # YAML reads .nan and .inf
+        _fail(cfg, key, value, "a finite number >= 0" if zero_ok else "a finite number > 0")
 
 
 def validate(cfg: ExperimentConfig) -> None:
     """Cross-field checks; types were checked while parsing."""
-    from gnnpipe.data import DATASET_NAMES  # local: keep config importable without data deps at parse time
+    from gnnpipe.data import DATASET_NAMES, dataset_name_allowed  # local: config imports without data deps
 
     d, m, p, t = cfg.dataset, cfg.model, cfg.parallel, cfg.train
-    if d.name not in DATASET_NAMES and not d.name.startswith("ogbn-"):
+    if not dataset_name_allowed(d.name):  # the loader's own rule ("ogbn-" alone is not a dataset)
         _fail(cfg, "dataset.name", d.name, " | ".join(DATASET_NAMES) + " | ogbn-<name> (an OGB dataset under root)")
     if d.name in ("binary", "npz") and not d.path:
         _fail(cfg, "dataset.path", d.path, f"a path to the {d.name} dataset (required when dataset.name={d.name})")

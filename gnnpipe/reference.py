@@ -18,6 +18,7 @@ from gnnpipe.data.graph import Graph
 from gnnpipe.models.deep import build_model, chunk_loss
 from gnnpipe.models.ops import RowCtx, SparseOp
 from gnnpipe.parallel.blocks import in_neighbours, ranges_to_index, sub_operator
+from gnnpipe.parallel.history import History
 from gnnpipe.parallel.schedule import position_order
 from gnnpipe.partition.chunker import ChunkPlan
 from gnnpipe.train.executor import EpochStats, Executor, make_optimizer, peak_memory_bytes, resolve_dtype
@@ -40,11 +41,11 @@ class _Group:
     train: torch.Tensor  # [T] positions (within rows) of training vertices
 
 
-def _push_to(G: torch.Tensor, targets: torch.Tensor, fresh: torch.Tensor, scale: float):
-    """Gradient hook of the ext rows: add ``scale`` x the gradient of the fresh reads into their sources' G rows."""
+def _push_to(hist: History, layer: int, targets: torch.Tensor, fresh: torch.Tensor, scale: float):
+    """Gradient hook of the ext rows: push ``scale`` x the gradient of the fresh reads to their sources."""
 
     def hook(g: torch.Tensor) -> None:
-        G.index_add_(0, targets, scale * g[fresh])
+        hist.push(layer, targets, scale * g[fresh])
 
     return hook
 
@@ -73,12 +74,14 @@ class Reference(Executor):
         self.per_way = plan.chunks_per_way
         self.groups = [self._group([w * self.per_way + j for w in range(p.ways)]) for j in range(self.per_way)]
         self.exact_group = self._group(list(range(p.chunks)))
-        n = g.num_nodes
-        widths = self.model.dims().agg_widths
-        self.Z = [torch.zeros(n, d, dtype=self.dtype) for d in widths]
-        self.separate_history = p.history_period > 1 or p.history_momentum > 0
-        self.H = [z.clone() for z in self.Z] if self.separate_history else self.Z
-        self.G = [torch.zeros_like(z) for z in self.Z]
+        self.hist = History(
+            g.num_nodes,
+            self.model.dims().agg_widths,
+            period=p.history_period,
+            momentum=p.history_momentum,
+            dtype=self.dtype,
+            device=torch.device("cpu"),
+        )
         self.optimizer = make_optimizer(list(self.model.parameters()), cfg)
         self.record_grads = False
         self.last_grads: dict[str, torch.Tensor] = {}
@@ -110,12 +113,12 @@ class Reference(Executor):
         h, h0 = self.model.encoder(self.x[grp.rows], ctx)
         fresh = pos_of[grp.ext_group] < pos
         fresh_ext = grp.ext[fresh]
-        for layer, Z, H, G in zip(self.model.layers, self.Z, self.H, self.G, strict=True):
+        for k, layer in enumerate(self.model.layers):
             z, r = layer.pre(h, ctx)
-            Z[grp.rows] = z.detach()
-            z.register_hook(lambda g, G=G, rows=grp.rows: g + G[rows])
-            e = torch.where(fresh[:, None], Z[grp.ext], H[grp.ext]).requires_grad_()
-            e.register_hook(_push_to(G, fresh_ext, fresh, scale))
+            self.hist.write(k, grp.rows, z.detach())
+            z.register_hook(lambda g, k=k, rows=grp.rows: g + self.hist.pending(k, rows))
+            e = self.hist.pull(k, grp.ext, fresh).requires_grad_()
+            e.register_hook(_push_to(self.hist, k, fresh_ext, fresh, scale))
             h = layer.post(grp.a_in @ z + grp.a_ext @ e, r, h0, ctx)
         logits = self.model.head(h, ctx)
         y = self.graph.y[grp.rows][grp.train]
@@ -141,12 +144,7 @@ class Reference(Executor):
         if self.record_grads:
             self.last_grads = {k: v.grad.detach().clone() for k, v in self.model.named_parameters()}
         self.optimizer.step()
-        for G in self.G:
-            G.zero_()
-        if self.separate_history and (epoch + 1) % p.history_period == 0:
-            m = p.history_momentum
-            for H, Z in zip(self.H, self.Z, strict=True):
-                H.mul_(m).add_(Z, alpha=1.0 - m)
+        self.hist.end_epoch(epoch)
         dt = time.perf_counter() - t0
         stats = EpochStats(loss=float(sum(loss.detach() for loss in losses)), time=dt)
         stats.breakdown["compute"] = dt

@@ -117,6 +117,9 @@ class _Watchdog(threading.Thread):
             pass
 
 
+_WATCHDOG: _Watchdog | None = None
+
+
 class Comm:
     """Counted, time-limited communication for one worker of a ``ways x stages`` grid."""
 
@@ -169,10 +172,14 @@ class Comm:
         return comm
 
     def _start_watchdog(self, heartbeat_s: float, dead_after_s: float) -> None:
+        global _WATCHDOG
+        if _WATCHDOG is not None and _WATCHDOG.is_alive():  # one per process, shared by every Comm
+            self.watchdog = _WATCHDOG
+            return
         store = dist.distributed_c10d._get_default_store()
         store.set(f"gnnpipe/hb/{self.rank}", "0")
         dist.barrier()  # every heartbeat key exists before anyone watches
-        self.watchdog = _Watchdog(store, self.rank, self.topo.world_size, heartbeat_s, dead_after_s)
+        self.watchdog = _WATCHDOG = _Watchdog(store, self.rank, self.topo.world_size, heartbeat_s, dead_after_s)
         self.watchdog.start()
 
     def close(self) -> None:

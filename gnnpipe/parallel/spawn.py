@@ -40,7 +40,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(rank: int, world: int, port: int, fn, args, queue, threads: int) -> None:
+def _entry(rank: int, world: int, port: int, fn, args, queue, threads: int, log_dir: str | None) -> None:
+    if log_dir is not None:  # this worker's stdout and stderr (incl. C++ and os._exit paths) to rank<k>.log
+        fd = os.open(os.path.join(log_dir, f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world),
@@ -61,19 +65,27 @@ def _entry(rank: int, world: int, port: int, fn, args, queue, threads: int) -> N
 
 
 def run_workers(
-    fn, world: int, *args, timeout_s: float = 240.0, grace_s: float = 60.0, check: bool = True
+    fn,
+    world: int,
+    *args,
+    timeout_s: float = 240.0,
+    grace_s: float = 60.0,
+    check: bool = True,
+    log_dir: str | None = None,
 ) -> list[WorkerResult]:
     """Run ``fn(*args)`` on ``world`` workers; return their results in rank order.
 
     ``fn`` must be importable (module level). With ``check`` a failed or killed worker raises SpawnError
     naming the ranks; without it, the caller inspects each WorkerResult (e.g. to test failure handling).
+    ``log_dir``: send each worker's stdout/stderr to ``log_dir/rank<k>.log``.
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = free_port()
     threads = max(1, (os.cpu_count() or 1) // world)
     procs = [
-        ctx.Process(target=_entry, args=(r, world, port, fn, args, queue, threads), daemon=True) for r in range(world)
+        ctx.Process(target=_entry, args=(r, world, port, fn, args, queue, threads, log_dir), daemon=True)
+        for r in range(world)
     ]
     for p in procs:
         p.start()

@@ -113,8 +113,8 @@ def train(
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         fh = open(log_file, "a")  # noqa: SIM115 - closed in the finally below
 
-    def out(line: str) -> None:
-        if log:
+    def out(line: str, *, screen: bool = True) -> None:
+        if log and screen:
             print_fn(line)
         if fh is not None:
             fh.write(line + "\n")
@@ -127,7 +127,7 @@ def train(
             fh.close()
 
 
-def _train(cfg: ExperimentConfig, executor: Executor, metrics_out, run_dir, out: Callable[[str], None]) -> RunSummary:
+def _train(cfg: ExperimentConfig, executor: Executor, metrics_out, run_dir, out: Callable[..., None]) -> RunSummary:
     t = cfg.train
     log = executor.is_logger
     progress = _Progress(t.epochs, cfg.log.progress and log)
@@ -154,8 +154,9 @@ def _train(cfg: ExperimentConfig, executor: Executor, metrics_out, run_dir, out:
                 **({"train": acc.train, "val": acc.val, "test": acc.test} if acc else {}),
             }
         )
-        if progress.enabled and acc is None:
+        if progress.enabled and acc is None:  # the bar replaces the line on screen, never in the log file
             progress.update(epoch, s.loss)
+            out(_epoch_line(epoch, s, acc), screen=False)
         else:
             progress.clear()
             out(_epoch_line(epoch, s, acc))
