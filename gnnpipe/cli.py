@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import time
 
 __all__ = ["main"]
 
@@ -54,6 +55,82 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_for(args: argparse.Namespace):
+    """The config of ``--config`` (+ overrides), or one built from ``--dataset/--chunks/--ways/...`` flags."""
+    from gnnpipe.config import load_config
+
+    overrides = list(args.overrides)
+    for flag, key in (
+        ("dataset", "dataset.name"),
+        ("chunks", "parallel.chunks"),
+        ("ways", "parallel.ways"),
+        ("stages", "parallel.stages"),
+        ("layers", "model.layers"),
+        ("hidden", "model.hidden"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_config(args.config, overrides)
+
+
+def _cmd_partition(args: argparse.Namespace) -> int:
+    from gnnpipe.data import load_graph
+    from gnnpipe.partition.chunker import save_plan
+    from gnnpipe.partition.stats import format_plan_report
+    from gnnpipe.profile.volumes import strategies_for, volume_of, with_degrees
+    from gnnpipe.train.run import plan_for
+
+    cfg = _config_for(args)
+    t0 = time.perf_counter()
+    graph = load_graph(cfg.dataset)
+    t1 = time.perf_counter()
+    plan = plan_for(cfg, graph)
+    t2 = time.perf_counter()
+    if args.out:
+        save_plan(plan, args.out)
+    workers = args.workers or max(cfg.parallel.world_size, 2)
+    volumes = {}
+    for s in strategies_for(cfg, workers):
+        scfg = with_degrees(cfg, s)
+        volumes[f"{s.name} {s.ways}x{s.stages} C={s.chunks}"] = volume_of(scfg, graph, plan_for(scfg, graph))
+    print(format_plan_report(plan, graph, volumes))
+    print(
+        f"model {cfg.model.arch} L={cfg.model.layers} hidden={cfg.model.hidden}, {workers} workers; "
+        f"load {t1 - t0:.2f}s, plan {t2 - t1:.2f}s" + (f"; plan saved to {args.out}" if args.out else "")
+    )
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from gnnpipe.data import load_graph
+    from gnnpipe.profile.report import profile, profile_table, write_json
+
+    cfg = _config_for(args)
+    graph = load_graph(cfg.dataset)
+    workers = args.workers or max(cfg.parallel.world_size, 2)
+    rows = profile(cfg, graph, workers=workers, measure_epochs=args.measure)
+    print(profile_table(rows))
+    if args.json:
+        write_json(rows, args.json, workers)
+    if args.measure:
+        bad = [r["strategy"] for r in rows if r["measured"] != r["analytic"]]
+        if bad:
+            print(f"measured != analytic for: {', '.join(bad)}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _add_plan_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="dataset.name (instead of or on top of --config)")
+    p.add_argument("--chunks", type=int)
+    p.add_argument("--ways", type=int)
+    p.add_argument("--stages", type=int)
+    p.add_argument("--layers", type=int)
+    p.add_argument("--hidden", type=int)
+    p.add_argument("--workers", type=int, help="worker count for the strategy comparison (default: ways*stages)")
+
+
 def _cmd_world_size(args: argparse.Namespace) -> int:
     from gnnpipe.config import load_config
 
@@ -69,6 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--metrics-out", help="write the run summary JSON here")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("partition", help="build (or load) the chunk plan; print its statistics and volumes")
+    _add_config_args(p, required=False)
+    _add_plan_flags(p)
+    p.add_argument("--out", help="also save the plan to this directory")
+    p.set_defaults(func=_cmd_partition)
+
+    p = sub.add_parser("profile", help="per-epoch communication volume by strategy: analytic and measured")
+    _add_config_args(p, required=False)
+    _add_plan_flags(p)
+    p.add_argument(
+        "--measure",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="also run EPOCHS epochs of each strategy on local gloo workers and count the bytes",
+    )
+    p.add_argument("--json", help="write the table as JSON here")
+    p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("world-size", help="print ways*stages of a config (used by launch.sh)")
     _add_config_args(p)

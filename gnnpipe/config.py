@@ -97,6 +97,7 @@ class ParallelConfig:
     cross_chunk_grad_scale: float = 2.0
     stage_split: str | list[int] = "equal"
     partition: str = "metis"
+    vertex_weights: str = "none"  # METIS vertex weights: none | degree (balances aggregation work)
     warmup_exact_epochs: int = 0
     history_momentum: float = 0.0
     timeout_s: float = 120.0
@@ -323,6 +324,7 @@ def validate(cfg: ExperimentConfig) -> None:
         _fail(cfg, "parallel.stages", p.stages, f"at most model.layers ({m.layers}): every stage needs a layer")
     _choice(cfg, "parallel.chunk_order", p.chunk_order, CHUNK_ORDERS)
     _choice(cfg, "parallel.partition", p.partition, PARTITION_METHODS)
+    _choice(cfg, "parallel.vertex_weights", p.vertex_weights, ("none", "degree"))
     _positive(cfg, "parallel.cross_chunk_grad_scale", p.cross_chunk_grad_scale, zero_ok=True)
     _positive(cfg, "parallel.timeout_s", p.timeout_s)
     if p.warmup_exact_epochs < 0:

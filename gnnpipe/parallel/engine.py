@@ -32,7 +32,6 @@ from gnnpipe.parallel.history import History
 from gnnpipe.parallel.schedule import position_order, worker_schedule
 from gnnpipe.partition.chunker import ChunkPlan
 from gnnpipe.partition.stages import split_layers, stage_bounds
-from gnnpipe.partition.stats import analytic_volume
 from gnnpipe.train.executor import EpochStats, Executor, make_optimizer, peak_memory_bytes, resolve_dtype
 from gnnpipe.train.metrics import Accuracies, accuracies
 
@@ -455,17 +454,9 @@ class Engine(Executor):
         return {"measured": measured, "analytic": self.analytic_bytes()}
 
     def analytic_bytes(self) -> dict[str, int]:
-        d = self.dims
-        vol = analytic_volume(
-            self.plan,
-            stage_layers=self.counts,
-            agg_widths=d.agg_widths,
-            agg_grad=d.agg_grad,
-            boundary_widths=d.boundary_widths,
-            h0_width=d.h0_width,
-            stage_weight_numels=[sum(q.numel() for q in self.model.stage_parameters(lo, hi)) for lo, hi in self.bounds],
-            bytes_per_elem=torch.empty((), dtype=self.dtype).element_size(),
-        )
+        from gnnpipe.profile.volumes import volume_of
+
+        vol = volume_of(self.cfg, self.graph, self.plan, self.model)
         return {"layer": vol.layer, "graph": vol.graph, "weight": vol.weight}
 
     def peak_memory(self) -> list[int]:

@@ -28,7 +28,10 @@ def run_name(cfg: ExperimentConfig) -> str:
 
 def plan_for(cfg: ExperimentConfig, graph: Graph) -> ChunkPlan:
     p = cfg.parallel
-    return get_or_build_plan(graph, chunks=p.chunks, ways=p.ways, method=p.partition, cache_dir=cache_dir())
+    vw = None if p.vertex_weights == "none" else p.vertex_weights
+    return get_or_build_plan(
+        graph, chunks=p.chunks, ways=p.ways, method=p.partition, vertex_weights=vw, cache_dir=cache_dir()
+    )
 
 
 def make_executor(cfg: ExperimentConfig, graph: Graph | None = None) -> Executor:

@@ -1,0 +1,78 @@
+"""Analytic per-epoch communication of the three strategies at one worker count (DESIGN §4).
+
+For ``G`` workers: graph parallelism (W=G, S=1, C=G), the GNNPipe pipeline (W=1, S=G, C = the configured
+chunks, or 4G) and, when G is even and >= 4, a hybrid (W=2, S=G/2, C as the pipeline). Volumes come from
+``partition.stats.analytic_volume`` on each strategy's own chunk plan (METIS parts are cached, so the extra
+plans are cheap after the first run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from gnnpipe.config import ExperimentConfig, ParallelConfig
+from gnnpipe.data.graph import Graph
+from gnnpipe.models.deep import DeepGNN, build_model
+from gnnpipe.partition.chunker import ChunkPlan
+from gnnpipe.partition.stages import stage_bounds
+from gnnpipe.partition.stats import CommVolume, analytic_volume
+
+__all__ = ["Strategy", "strategies_for", "volume_of", "with_degrees"]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    ways: int
+    stages: int
+    chunks: int
+
+
+def strategies_for(cfg: ExperimentConfig, workers: int) -> list[Strategy]:
+    """The configured degrees first (named by kind), then the other strategies at the same worker count."""
+    p = cfg.parallel
+    pipe_chunks = p.chunks if p.ways == 1 and p.stages == workers and p.chunks > 1 else 4 * workers
+    out = [Strategy("graph", workers, 1, workers), Strategy("pipeline", 1, workers, pipe_chunks)]
+    if workers >= 4 and workers % 2 == 0:
+        hc = p.chunks if (p.ways, p.stages) == (2, workers // 2) else pipe_chunks + pipe_chunks % 2
+        out.append(Strategy("hybrid", 2, workers // 2, hc))
+    configured = Strategy("configured", p.ways, p.stages, p.chunks)
+    if p.ways * p.stages == workers and all((s.ways, s.stages, s.chunks) != (p.ways, p.stages, p.chunks) for s in out):
+        out.append(configured)
+    return [s for s in out if s.stages <= cfg.model.layers]
+
+
+def with_degrees(cfg: ExperimentConfig, s: Strategy) -> ExperimentConfig:
+    par: ParallelConfig = dataclasses.replace(
+        cfg.parallel,
+        ways=s.ways,
+        stages=s.stages,
+        chunks=s.chunks,
+        stage_split=cfg.parallel.stage_split if isinstance(cfg.parallel.stage_split, str) else "equal",
+    )
+    return dataclasses.replace(cfg, parallel=par)
+
+
+def volume_of(cfg: ExperimentConfig, graph: Graph, plan: ChunkPlan, model: DeepGNN | None = None) -> CommVolume:
+    """Analytic bytes per training epoch of ``cfg``'s degrees on ``plan`` (float width from train.dtype)."""
+    from gnnpipe.parallel.engine import stage_layer_counts
+
+    if model is None:
+        model = build_model(cfg.model, graph.num_features, graph.num_classes, seed=cfg.train.seed)
+    counts = stage_layer_counts(cfg)
+    d = model.dims()
+    numels = [sum(q.numel() for q in model.stage_parameters(lo, hi)) for lo, hi in stage_bounds(counts)]
+    itemsize = torch.empty((), dtype=getattr(torch, cfg.train.dtype)).element_size()
+    return analytic_volume(
+        plan,
+        stage_layers=counts,
+        agg_widths=d.agg_widths,
+        agg_grad=d.agg_grad,
+        boundary_widths=d.boundary_widths,
+        h0_width=d.h0_width,
+        stage_weight_numels=numels,
+        bytes_per_elem=itemsize,
+    )

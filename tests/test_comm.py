@@ -1,0 +1,48 @@
+"""Failure handling of the communication layer: a dead worker never leaves the others hanging."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from dist_workers import train_then_die
+
+from gnnpipe.parallel.comm import CommError, Topology
+from gnnpipe.parallel.spawn import run_workers
+
+CFG = {
+    "dataset": {"name": "sbm", "num_nodes": 400, "avg_degree": 8.0, "num_features": 16, "num_classes": 4},
+    "model": {"arch": "gcnii", "layers": 6, "hidden": 16, "dropout": 0.0},
+    "parallel": {"ways": 1, "stages": 3, "chunks": 6, "timeout_s": 50.0},
+    "train": {"epochs": 1000, "eval_every": 1000},
+}
+
+
+def test_topology_rank_layout():
+    topo = Topology(ways=3, stages=4)
+    assert topo.world_size == 12
+    assert [topo.rank(w, s) for w in range(3) for s in range(4)] == list(range(12))
+    assert topo.coords(6) == (1, 2)
+
+
+def test_killed_worker_makes_every_other_worker_exit_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GNNPIPE_CACHE", str(tmp_path / "cache"))
+    t0 = time.monotonic()
+    results = run_workers(train_then_die, 3, CFG, 1, 2, timeout_s=120, grace_s=60, check=False, log_dir=str(tmp_path))
+    elapsed = time.monotonic() - t0
+    assert results[1].exitcode == -9  # the victim was SIGKILLed
+    for r in (0, 2):
+        res = results[r]
+        assert not res.ok and res.exitcode not in (0, None), f"rank {r} did not fail: {res}"
+        said = res.error + (tmp_path / f"rank{r}.log").read_text()
+        assert "rank 1" in said, f"rank {r} did not name the lost rank:\n{said[-2000:]}"
+    assert elapsed < 60 + 15  # within 60 s of the kill (+ process start-up)
+
+
+def test_workers_refuse_a_world_that_does_not_match_the_config(monkeypatch):
+    from gnnpipe.parallel.comm import Comm
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(CommError, match="launched with 3 worker"):
+        Comm.init(Topology(ways=2, stages=2))
