@@ -1,0 +1,253 @@
+"""Config boundary: every bad value is a ConfigError naming the file, the dotted key, the value and what is
+allowed; good configs round-trip; overrides are validated like file values; YAML never builds objects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gnnpipe.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    parse_overrides,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((REPO_ROOT / "experiments" / "configs").glob("*.yaml"))
+CORA_GCN2 = REPO_ROOT / "experiments" / "configs" / "cora_gcn2.yaml"
+
+
+def _write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def _error(path: Path, overrides: list[str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    return str(info.value)
+
+
+# (yaml text, dotted key, the bad value as the message shows it, a fragment of what is allowed)
+BAD = {
+    "unknown section": ("bogus: {a: 1}\n", "bogus", "bogus", "dataset, model, parallel, train, log"),
+    "unknown key": ("model: {layerz: 3}\n", "model.layerz", "layerz", "arch, layers, hidden"),
+    "string for int": ("model: {layers: abc}\n", "model.layers", "'abc'", "an integer"),
+    "bool for int": ("model: {layers: true}\n", "model.layers", "True", "an integer"),
+    "float for int": ("train: {epochs: 10.5}\n", "train.epochs", "10.5", "an integer"),
+    "string for float": ("train: {lr: fast}\n", "train.lr", "'fast'", "a number"),
+    "string for bool": ("log: {trace: maybe}\n", "log.trace", "'maybe'", "true or false"),
+    "int for string": ("dataset: {name: 7}\n", "dataset.name", "7", "a string"),
+    "wrong type for stage_split": ("parallel: {stage_split: 3}\n", "parallel.stage_split", "3", "list[int]"),
+    "bad arch": ("model: {arch: gat}\n", "model.arch", "'gat'", "gcn | sage | gcnii | resgcn"),
+    "bad chunk_order": ("parallel: {chunk_order: zigzag}\n", "parallel.chunk_order", "'zigzag'", "random | fixed"),
+    "bad dtype": ("train: {dtype: float16}\n", "train.dtype", "'float16'", "float32 | float64"),
+    "bad device": ("train: {device: tpu}\n", "train.device", "'tpu'", "cpu | cuda"),
+    "chunks not divisible by ways": (
+        "parallel: {ways: 2, chunks: 3}\n",
+        "parallel.chunks",
+        "3",
+        "a multiple of parallel.ways (2)",
+    ),
+    "stages > layers": (
+        "model: {layers: 2}\nparallel: {stages: 3}\n",
+        "parallel.stages",
+        "3",
+        "at most model.layers (2)",
+    ),
+    "stage_split wrong length": (
+        "model: {layers: 4}\nparallel: {stages: 2, stage_split: [1, 1, 2]}\n",
+        "parallel.stage_split",
+        "[1, 1, 2]",
+        "a list of 2 positive layer counts summing to model.layers (4)",
+    ),
+    "stage_split wrong sum": (
+        "model: {layers: 4}\nparallel: {stages: 2, stage_split: [1, 2]}\n",
+        "parallel.stage_split",
+        "[1, 2]",
+        "summing to model.layers (4)",
+    ),
+    "stage_split zero stage": (
+        "model: {layers: 4}\nparallel: {stages: 2, stage_split: [0, 4]}\n",
+        "parallel.stage_split",
+        "[0, 4]",
+        "positive layer counts",
+    ),
+    "stage_split bad word": (
+        "parallel: {stage_split: balanced}\n",
+        "parallel.stage_split",
+        "'balanced'",
+        "equal | cost",
+    ),
+    "negative lr": ("train: {lr: -0.01}\n", "train.lr", "-0.01", "> 0"),
+    "nan lr": ("train: {lr: .nan}\n", "train.lr", "nan", "a finite number > 0"),
+    "inf weight_decay": ("train: {weight_decay: .inf}\n", "train.weight_decay", "inf", "a finite number >= 0"),
+    "dropout 1": ("model: {dropout: 1.0}\n", "model.dropout", "1.0", "[0, 1)"),
+    "negative dropout": ("model: {dropout: -0.1}\n", "model.dropout", "-0.1", "[0, 1)"),
+    "zero layers": ("model: {layers: 0}\n", "model.layers", "0", ">= 1"),
+    "zero epochs": ("train: {epochs: 0}\n", "train.epochs", "0", ">= 1"),
+    "unknown dataset": ("dataset: {name: imagenet}\n", "dataset.name", "'imagenet'", "cora | citeseer"),
+    "bare ogbn- prefix": ("dataset: {name: ogbn-}\n", "dataset.name", "'ogbn-'", "ogbn-<name>"),
+    "binary without path": ("dataset: {name: binary}\n", "dataset.path", "None", "a path to the binary dataset"),
+    "npz without path": ("dataset: {name: npz}\n", "dataset.path", "None", "a path to the npz dataset"),
+    "bad partition": ("parallel: {partition: spectral}\n", "parallel.partition", "'spectral'", "metis | metis_kway"),
+    "momentum 1": ("parallel: {history_momentum: 1.0}\n", "parallel.history_momentum", "1.0", "[0, 1)"),
+}
+
+
+@pytest.mark.parametrize("text, key, value, allowed", list(BAD.values()), ids=list(BAD))
+def test_bad_config_names_file_key_value_and_allowed(tmp_path, text, key, value, allowed):
+    path = _write(tmp_path, text)
+    msg = _error(path)
+    assert str(path) in msg
+    assert key in msg
+    assert value in msg
+    assert allowed in msg
+    assert "\n" not in msg.strip(), "one line, for the CLI"
+
+
+def test_section_not_a_mapping(tmp_path):
+    path = _write(tmp_path, "model: 3\n")
+    msg = _error(path)
+    assert str(path) in msg and "'model'" in msg and "must be a mapping" in msg and "3" in msg
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
+def test_top_level_not_a_mapping(tmp_path, text):
+    path = _write(tmp_path, text)
+    msg = _error(path)
+    assert str(path) in msg and "top level must be a mapping" in msg
+
+
+def test_invalid_yaml(tmp_path):
+    path = _write(tmp_path, "model: {layers: 2\ntrain: [\n")
+    msg = _error(path)
+    assert str(path) in msg and "not valid YAML" in msg
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    msg = _error(path)
+    assert str(path) in msg and "not found" in msg
+
+
+def test_directory_is_not_a_config(tmp_path):
+    assert "not found" in _error(tmp_path)
+
+
+@pytest.mark.parametrize("data", [{1: {}, "bogus": {}}, {"model": {1: 2, "arch": "gcn"}}], ids=["section", "key"])
+def test_non_string_keys_are_config_errors(data):
+    # mixed key types once crashed sorting the unknown keys (TypeError, a traceback in the CLI)
+    with pytest.raises(ConfigError, match="unknown"):
+        config_from_dict(data, "x.yaml")
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    cfg = load_config(_write(tmp_path, "# nothing\n"))
+    assert cfg == ExperimentConfig()
+    assert load_config(None) == ExperimentConfig()
+
+
+def test_exponent_floats_are_numbers(tmp_path):
+    # PyYAML's YAML 1.1 rules read 1e-3 as a string; the loader reads it as a number like YAML 1.2
+    cfg = load_config(_write(tmp_path, "train: {lr: 1e-3, weight_decay: 5E-4}\nmodel: {lam: 1.5e+0}\n"))
+    assert cfg.train.lr == 1e-3 and cfg.train.weight_decay == 5e-4 and cfg.model.lam == 1.5
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 1e-3
+    msg = _error(_write(tmp_path, "train: {epochs: 1e3}\n", "e.yaml"))
+    assert "train.epochs" in msg and "1000.0" in msg and "integer" in msg
+
+
+# ---------------------------------------------------------------------------------------------- safe YAML
+def test_python_tags_are_refused_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    path = _write(tmp_path, f'model: !!python/object/apply:os.system ["touch {marker}"]\n')
+    msg = _error(path)
+    assert str(path) in msg and "not valid YAML" in msg
+    assert not marker.exists()
+    path = _write(tmp_path, "model: !!python/object:gnnpipe.config.ModelConfig {layers: 3}\n", "obj.yaml")
+    assert "not valid YAML" in _error(path)
+
+
+def test_python_tags_in_overrides_are_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(None, [f"dataset.path=!!python/object/apply:os.system ['touch {marker}']"])
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------- round trip
+def test_round_trip_of_a_non_default_config():
+    data = {
+        "dataset": {"name": "binary", "path": "/data/reddit", "feature_norm": True, "undirected": False},
+        "model": {"arch": "resgcn", "layers": 8, "hidden": 32, "dropout": 0.2, "alpha": 0.3, "init": "pytorch"},
+        "parallel": {"ways": 2, "stages": 4, "chunks": 8, "chunk_order": "degree", "stage_split": [1, 2, 3, 2]},
+        "train": {"epochs": 7, "lr": 1.0e-3, "eval_every": 2, "seed": 5, "dtype": "float64"},
+        "log": {"dir": "elsewhere", "trace": True},
+    }
+    cfg = config_from_dict(data, "a.yaml")
+    d = config_to_dict(cfg)
+    assert set(d) == {"dataset", "model", "parallel", "train", "log"}
+    assert config_from_dict(d) == cfg
+    assert config_from_dict(json.loads(json.dumps(d))) == cfg  # as the metrics JSON embeds it
+    assert cfg.parallel.world_size == 8
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_configs_load_and_round_trip(path):
+    cfg = load_config(path)
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_there_are_shipped_configs():
+    assert CORA_GCN2 in SHIPPED and len(SHIPPED) >= 2
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+def test_override_is_parsed_as_int_and_applied():
+    cfg = load_config(CORA_GCN2, ["model.layers=32", "train.lr=0.05", "log.trace=true", "dataset.path=null"])
+    assert cfg.model.layers == 32 and type(cfg.model.layers) is int
+    assert cfg.train.lr == 0.05 and cfg.log.trace is True and cfg.dataset.path is None
+    assert cfg.model.arch == "gcn"  # the rest of the file's section is kept
+    assert "overrides" in cfg.source
+
+
+def test_parse_overrides_nests_by_section():
+    assert parse_overrides(["model.layers=4", "model.arch=sage", "train.lr=0.5"]) == {
+        "model": {"layers": 4, "arch": "sage"},
+        "train": {"lr": 0.5},
+    }
+
+
+@pytest.mark.parametrize(
+    "override, fragments",
+    [
+        ("model.layers=abc", ["model.layers", "'abc'", "integer"]),
+        ("model.layers=0", ["model.layers", "0", ">= 1"]),
+        ("model.arch=gat", ["model.arch", "'gat'", "gcn | sage"]),
+        ("parallel.stages=3", ["parallel.stages", "3", "at most model.layers (2)"]),
+        ("model.layerz=3", ["model.layerz", "allowed keys"]),
+        ("modle.layers=3", ["modle", "allowed sections"]),
+        ("model.layers", ["'model.layers'", "section.key=value"]),
+        ("layers=3", ["'layers'", "section.key"]),
+        ("model.layers.x=3", ["'model.layers.x'", "section.key"]),
+        ("model.layers=[1", ["model.layers", "not valid YAML"]),
+    ],
+)
+def test_bad_override_is_a_config_error_naming_the_key(override, fragments):
+    with pytest.raises(ConfigError) as info:
+        load_config(CORA_GCN2, [override])
+    msg = str(info.value)
+    for f in fragments:
+        assert f in msg, (f, msg)
+
+
+def test_override_of_a_file_error_still_names_the_file(tmp_path):
+    path = _write(tmp_path, "model: {layers: 2}\n")
+    msg = _error(path, ["train.dtype=half"])
+    assert str(path) in msg and "train.dtype" in msg and "'half'" in msg
