@@ -71,3 +71,11 @@ def train_then_die(cfg_dict: dict, victim: int, die_at_epoch: int) -> str:
             state["epoch"] = e
         ex.train_epoch(e)
     return "finished"  # not reached: the others must fail
+
+
+def run_training_job(cfg_dict: dict) -> dict:
+    """The whole user path of one worker: config -> executor -> trainer (-> trace). Returns the summary."""
+    from gnnpipe.config import config_from_dict
+    from gnnpipe.train.run import run_training
+
+    return run_training(config_from_dict(cfg_dict, "test")).to_json()

@@ -18,7 +18,9 @@ Graph parallelism (S = 1, C = W) and the pipeline (W = 1) are the two edges of t
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -32,6 +34,7 @@ from gnnpipe.parallel.history import History
 from gnnpipe.parallel.schedule import position_order, worker_schedule
 from gnnpipe.partition.chunker import ChunkPlan
 from gnnpipe.partition.stages import split_layers, stage_bounds
+from gnnpipe.profile.trace import Tracer, write_chrome_trace
 from gnnpipe.train.executor import EpochStats, Executor, make_optimizer, peak_memory_bytes, resolve_dtype
 from gnnpipe.train.metrics import Accuracies, accuracies
 
@@ -136,6 +139,8 @@ class Engine(Executor):
         self.last_grads: dict[str, torch.Tensor] = {}
         self._pending: list = []
         self._t = dict.fromkeys(("compute", "comm_layer", "comm_graph", "weight_sync", "bubble"), 0.0)
+        self.tracer = Tracer(comm.rank, enabled=False)
+        self._trace_epochs = 3 if cfg.log.trace else 0  # record this many epochs after the warm-up
         # every worker derived its shapes from (plan, config): agreeing on those means agreeing on every shape
         comm.check_same(
             "plan and model",
@@ -207,11 +212,17 @@ class Engine(Executor):
         return self._exact_layout
 
     # ------------------------------------------------------------------ communication helpers
-    def _timed(self, key: str, fn, *args, **kwargs):
+    @contextmanager
+    def _phase(self, key: str, name: str):
+        """Time a phase into the epoch breakdown (``key``) and, when tracing, into the timeline."""
         t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
+        with self.tracer.span(name, "compute" if key == "compute" else "comm"):
+            yield
         self._t[key] += time.perf_counter() - t0
-        return out
+
+    def _timed(self, key: str, name: str, fn, *args, **kwargs):
+        with self._phase(key, name):
+            return fn(*args, **kwargs)
 
     def _graph_exchange(self, lay: _Layout, unit: _Unit, layer: int, rows: torch.Tensor, *, forward: bool) -> dict:
         """Send ``rows``' halo rows to the other ways of this stage; return what they sent, by peer way."""
@@ -228,21 +239,44 @@ class Engine(Executor):
             peer = self._rank(w2, self.stage)
             sends[peer] = rows[idx].contiguous()
             recvs[peer] = torch.empty(n, width, dtype=rows.dtype, device=rows.device)
-        self._timed("comm_graph", self.comm.exchange, sends, recvs, kind="graph", layer=layer)
+        self._timed(
+            "comm_graph",
+            f"graph {'fwd' if forward else 'bwd'} L{layer}",
+            self.comm.exchange,
+            sends,
+            recvs,
+            kind="graph",
+            layer=layer,
+        )
         return {w2: recvs[self._rank(w2, self.stage)] for w2 in range(self.W) if w2 != self.way}
 
-    def _stage_send(self, to_stage: int, tensors: list[torch.Tensor]) -> None:
+    def _stage_send(self, to_stage: int, tensors: list[torch.Tensor], what: str) -> None:
         peer = self._rank(self.way, to_stage)
         flat = torch.cat([t.reshape(-1) for t in tensors]) if len(tensors) > 1 else tensors[0].contiguous()
         self._pending += self._timed(
-            "comm_layer", self.comm.exchange, {peer: flat}, {}, kind="layer", layer=self.lo, wait=False
+            "comm_layer",
+            f"send {what} -> stage {to_stage}",
+            self.comm.exchange,
+            {peer: flat},
+            {},
+            kind="layer",
+            layer=self.lo,
+            wait=False,
         )
 
-    def _stage_recv(self, from_stage: int, shapes: list[tuple[int, int]], bubble: bool) -> list[torch.Tensor]:
+    def _stage_recv(self, from_stage: int, shapes: list[tuple[int, int]], bubble: bool, what: str):
+        """Receive a chunk's rows from a neighbouring stage. Waiting for the first chunk of a phase is the
+        pipeline's fill bubble (the neighbour is still computing), so it is booked as ``bubble``."""
         peer = self._rank(self.way, from_stage)
         buf = torch.empty(sum(a * b for a, b in shapes), dtype=self.dtype, device=self.device)
         self._timed(
-            "bubble" if bubble else "comm_layer", self.comm.exchange, {}, {peer: buf}, kind="layer", layer=self.lo
+            "bubble" if bubble else "comm_layer",
+            f"recv {what} <- stage {from_stage}",
+            self.comm.exchange,
+            {},
+            {peer: buf},
+            kind="layer",
+            layer=self.lo,
         )
         out, off = [], 0
         for a, b in shapes:
@@ -261,91 +295,87 @@ class Engine(Executor):
     # ------------------------------------------------------------------ one chunk, forward and backward
     def _forward(self, lay: _Layout, unit: _Unit, pos: int, pos_of: torch.Tensor, ctx: RowCtx, first_pos: bool):
         rec: dict = {"layers": []}
+        tag = f"c{unit.index}"
         if self.first:
-            h_enc, h0_enc = self.model.encoder(self.x[unit.lo : unit.hi], ctx)
-            rec["enc"] = h_enc
-            h = h_enc.detach().requires_grad_(h_enc.requires_grad)
-            h0 = h0_enc.detach().requires_grad_() if h0_enc is not None else None
+            with self._phase("compute", f"F {tag} encoder"):
+                h_enc, h0_enc = self.model.encoder(self.x[unit.lo : unit.hi], ctx)
+                rec["enc"] = h_enc
+                h = h_enc.detach().requires_grad_(h_enc.requires_grad)
+                h0 = h0_enc.detach().requires_grad_() if h0_enc is not None else None
         else:
-            got = self._stage_recv(self.stage - 1, self._boundary_shapes(unit, self.lo), bubble=first_pos)
+            got = self._stage_recv(self.stage - 1, self._boundary_shapes(unit, self.lo), first_pos, f"act {tag}")
             h = got[0].clone().requires_grad_()
             h0 = got[1].clone().requires_grad_() if len(got) > 1 else None
         rec["h0"] = h0
         fresh = pos_of[unit.ext_unit] <= pos  # other ways' units at this position are fresh too
         for k, layer in enumerate(self.layers):
-            h_in = h if k == 0 else h.detach().requires_grad_()
-            t0 = time.perf_counter()
-            z, r = layer.pre(h_in, ctx)
-            zd = z.detach()
-            self.hist.write(k, slice(unit.lo, unit.hi), zd)
-            self._t["compute"] += time.perf_counter() - t0
+            with self._phase("compute", f"F {tag} L{self.lo + k} pre"):
+                h_in = h if k == 0 else h.detach().requires_grad_()
+                z, r = layer.pre(h_in, ctx)
+                zd = z.detach()
+                self.hist.write(k, slice(unit.lo, unit.hi), zd)
             for w2, rows in self._graph_exchange(lay, unit, self.lo + k, zd, forward=True).items():
                 self.hist.write(k, lay.remotes[(w2, unit.index)].fwd_ids, rows)
-            t0 = time.perf_counter()
-            e = self.hist.pull(k, unit.ext, fresh)
-            m = (unit.a_in @ zd + unit.a_ext @ e).requires_grad_()
-            r_leaf = r.detach().requires_grad_() if r is not None else None
-            h = layer.post(m, r_leaf, h0, ctx)
-            rec["layers"].append((h_in, z, r, r_leaf, m, h))
-            self._t["compute"] += time.perf_counter() - t0
+            with self._phase("compute", f"F {tag} L{self.lo + k} agg+post"):
+                e = self.hist.pull(k, unit.ext, fresh)
+                m = (unit.a_in @ zd + unit.a_ext @ e).requires_grad_()
+                r_leaf = r.detach().requires_grad_() if r is not None else None
+                h = layer.post(m, r_leaf, h0, ctx)
+                rec["layers"].append((h_in, z, r, r_leaf, m, h))
         if self.last:
-            t0 = time.perf_counter()
-            head_in = h.detach().requires_grad_()
-            logits = self.model.head(head_in, ctx)
-            rec["head_in"] = head_in
-            rec["loss"] = chunk_loss(logits[unit.train], self.y[unit.lo : unit.hi][unit.train], self.num_train)
-            self._t["compute"] += time.perf_counter() - t0
+            with self._phase("compute", f"F {tag} head+loss"):
+                head_in = h.detach().requires_grad_()
+                logits = self.model.head(head_in, ctx)
+                rec["head_in"] = head_in
+                rec["loss"] = chunk_loss(logits[unit.train], self.y[unit.lo : unit.hi][unit.train], self.num_train)
         else:
-            self._stage_send(self.stage + 1, [h.detach()] + ([h0.detach()] if h0 is not None else []))
+            self._stage_send(self.stage + 1, [h.detach()] + ([h0.detach()] if h0 is not None else []), f"act {tag}")
         return rec
 
     def _backward(self, lay: _Layout, unit: _Unit, pos: int, pos_of: torch.Tensor, rec: dict, first_pos: bool):
         scale = self.cfg.parallel.cross_chunk_grad_scale
         h0 = rec["h0"]
+        tag = f"c{unit.index}"
         if self.last:
-            t0 = time.perf_counter()
-            rec["loss"].backward()
-            g = rec["head_in"].grad
-            self._t["compute"] += time.perf_counter() - t0
+            with self._phase("compute", f"B {tag} head+loss"):
+                rec["loss"].backward()
+                g = rec["head_in"].grad
         else:
-            got = self._stage_recv(self.stage + 1, self._boundary_shapes(unit, self.hi), bubble=first_pos)
+            got = self._stage_recv(self.stage + 1, self._boundary_shapes(unit, self.hi), first_pos, f"grad {tag}")
             g = got[0]
             if h0 is not None:
                 h0.grad = got[1].clone()
         own_fresh = pos_of[unit.own_ext_unit] < pos
         for k in reversed(range(len(self.layers))):
             h_in, z, r, r_leaf, m, out = rec["layers"][k]
-            t0 = time.perf_counter()
-            torch.autograd.backward(out, g)
-            gm = m.grad
-            self._t["compute"] += time.perf_counter() - t0
+            with self._phase("compute", f"B {tag} L{self.lo + k} post"):
+                torch.autograd.backward(out, g)
+                gm = m.grad
             received = self._graph_exchange(lay, unit, self.lo + k, gm, forward=False)
-            t0 = time.perf_counter()
-            for w2, rows in received.items():
-                rem = lay.remotes[(w2, unit.index)]
-                rpos = pos_of[rem.tgt_unit]
-                factor = torch.where(rpos == pos, 1.0, torch.where(rpos < pos, scale, 0.0)).to(self.dtype)
-                self.hist.push(k, rem.tgt, rem.r_op.t_matmul(rows) * factor[:, None].to(self.device))
-            gz = unit.a_in.t_matmul(gm) + self.hist.pending(k, slice(unit.lo, unit.hi))
-            if own_fresh.any():
-                ge = unit.a_own.t_matmul(gm)
-                self.hist.push(k, unit.own_ext[own_fresh], scale * ge[own_fresh])
-            if r is not None:
-                torch.autograd.backward([z, r], [gz, r_leaf.grad])
-            else:
-                torch.autograd.backward(z, gz)
-            g = h_in.grad
-            self._t["compute"] += time.perf_counter() - t0
+            with self._phase("compute", f"B {tag} L{self.lo + k} agg+pre"):
+                for w2, rows in received.items():  # other ways' reads of this way's rows at this position
+                    rem = lay.remotes[(w2, unit.index)]
+                    rpos = pos_of[rem.tgt_unit]
+                    factor = torch.where(rpos == pos, 1.0, torch.where(rpos < pos, scale, 0.0))
+                    factor = factor.to(device=self.device, dtype=self.dtype)
+                    self.hist.push(k, rem.tgt, rem.r_op.t_matmul(rows) * factor[:, None])
+                gz = unit.a_in.t_matmul(gm) + self.hist.pending(k, slice(unit.lo, unit.hi))
+                if own_fresh.any():  # this way's earlier chunks read fresh: push their (scaled) gradient
+                    ge = unit.a_own.t_matmul(gm)
+                    self.hist.push(k, unit.own_ext[own_fresh], scale * ge[own_fresh])
+                if r is not None:
+                    torch.autograd.backward([z, r], [gz, r_leaf.grad])
+                else:
+                    torch.autograd.backward(z, gz)
+                g = h_in.grad
         if self.first:
-            t0 = time.perf_counter()
             h_enc = rec["enc"]
             if h_enc.requires_grad:
-                total = g if h0 is None else g + h0.grad
-                torch.autograd.backward(h_enc, total)
-            self._t["compute"] += time.perf_counter() - t0
+                with self._phase("compute", f"B {tag} encoder"):
+                    torch.autograd.backward(h_enc, g if h0 is None else g + h0.grad)
         else:
             g0 = [h0.grad if h0.grad is not None else torch.zeros_like(h0)] if h0 is not None else []
-            self._stage_send(self.stage - 1, [g] + g0)
+            self._stage_send(self.stage - 1, [g] + g0, f"grad {tag}")
 
     # ------------------------------------------------------------------ epoch
     def train_epoch(self, epoch: int) -> EpochStats:
@@ -353,6 +383,10 @@ class Engine(Executor):
         t_start = time.perf_counter()
         before = self.comm.sent_by_kind()
         self._t = dict.fromkeys(self._t, 0.0)
+        tracing = self._trace_epochs > 0 and epoch >= self.cfg.train.warmup_epochs
+        self.tracer.enabled = tracing
+        if tracing:
+            self._trace_epochs -= 1
         exact = epoch < p.warmup_exact_epochs
         lay = self.exact_layout() if exact else self.layout
         order = (
@@ -376,13 +410,21 @@ class Engine(Executor):
             elif act.op == "B":
                 self._backward(lay, unit, act.pos, pos_of, recs.pop(act.pos), first_pos=act.pos == len(order) - 1)
             # send/recv actions are performed inside F and B, where the data is produced and consumed
-        self._timed("comm_layer", self.comm.wait_all, self._pending)
+        self._timed("comm_layer", "wait sends", self.comm.wait_all, self._pending)
         self._pending = []
-        self._sync_and_step()
-        self.hist.end_epoch(epoch)
         loss = torch.stack(losses).sum() if losses else torch.zeros((), dtype=self.dtype, device=self.device)
         loss = loss.reshape(1).to(torch.float64)
-        self.comm.all_reduce_sum(loss, kind="control", group_ranks=list(range(self.world_size)))
+        # the first collective after the backward: waiting here for the slowest worker is the drain bubble
+        self._timed(
+            "bubble",
+            "epoch end (drain)",
+            self.comm.all_reduce_sum,
+            loss,
+            kind="control",
+            group_ranks=list(range(self.world_size)),
+        )
+        self._sync_and_step()
+        self.hist.end_epoch(epoch)
         after = self.comm.sent_by_kind()
         self.epoch_bytes = {k: after[k] - before[k] for k in TRAIN_KINDS}
         dt = time.perf_counter() - t_start
@@ -396,6 +438,7 @@ class Engine(Executor):
             group = [self._rank(w, self.stage) for w in range(self.W)]
             self._timed(
                 "weight_sync",
+                "all-reduce weight grads",
                 self.comm.all_reduce_sum,
                 flat,
                 kind="weight",
@@ -461,6 +504,19 @@ class Engine(Executor):
 
     def peak_memory(self) -> list[int]:
         return [int(v) for v in self.comm.all_gather_object(peak_memory_bytes(self.device))]
+
+    def gather(self, obj: object) -> list:
+        return self.comm.all_gather_object(obj)
+
+    def write_artifacts(self, run_dir) -> None:
+        """With ``log.trace``: one Chrome/Perfetto trace of the recorded epochs, all workers, on rank 0."""
+        if not self.cfg.log.trace:
+            return
+        events = self.comm.all_gather_object(self.tracer.events)
+        if self.is_logger:
+            topo = self.comm.topo
+            names = [f"rank {r} (way {topo.coords(r)[0]}, stage {topo.coords(r)[1]})" for r in range(self.world_size)]
+            write_chrome_trace(Path(run_dir) / "trace.json", events, names)
 
     def memory_report(self) -> dict[str, int]:
         """Bytes this stage holds for activations (Z), history (H, if separate) and gradient buffers (G)."""

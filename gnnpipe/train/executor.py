@@ -77,6 +77,13 @@ class Executor:
         """Peak memory of every worker, in bytes (rank order)."""
         raise NotImplementedError
 
+    def gather(self, obj: object) -> list:
+        """``obj`` of every worker, in rank order (small Python objects)."""
+        return [obj]
+
+    def write_artifacts(self, run_dir) -> None:
+        """Write run files only an executor knows (e.g. a trace); collective."""
+
     def close(self) -> None:
         pass
 

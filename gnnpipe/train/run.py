@@ -70,6 +70,8 @@ def run_training(cfg: ExperimentConfig, *, metrics_out: str | None = None) -> Ru
             name = comm.all_gather_object(name)[0]  # one run directory for all ranks
         rank = comm.rank if comm is not None else 0
         run_dir = Path(cfg.log.dir) / name
-        return train(cfg, executor, metrics_out=metrics_out, run_dir=run_dir, log_file=run_dir / f"rank{rank}.log")
+        summary = train(cfg, executor, metrics_out=metrics_out, run_dir=run_dir, log_file=run_dir / f"rank{rank}.log")
+        executor.write_artifacts(run_dir)
+        return summary
     finally:
         executor.close()

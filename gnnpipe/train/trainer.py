@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 from gnnpipe.config import ExperimentConfig, config_to_dict
 from gnnpipe.train.executor import BREAKDOWN_KEYS, EpochStats, Executor
 from gnnpipe.train.metrics import Accuracies
@@ -33,7 +35,8 @@ class RunSummary:
     comm_bytes_per_epoch_analytic: dict[str, int]
     peak_memory_bytes: list[int]
     losses: list[float]
-    breakdown_s: dict[str, float]
+    breakdown_s: dict[str, float]  # the logging worker's mean per epoch
+    breakdown_per_worker_s: list[dict[str, float]]  # every worker's mean per epoch (rank order)
     config: dict
     git_rev: str
     evals: list[dict] = field(default_factory=list)
@@ -166,6 +169,7 @@ def _train(cfg: ExperimentConfig, executor: Executor, metrics_out, run_dir, out:
     timed = stats[t.warmup_epochs :] if len(stats) > t.warmup_epochs else stats
     epoch_time = sum(s.time for s in timed) / len(timed)
     breakdown = {k: sum(s.breakdown[k] for s in timed) / len(timed) for k in BREAKDOWN_KEYS}
+    per_worker = executor.gather({**breakdown, "epoch": epoch_time})
     comm = executor.comm_bytes_per_epoch()
     summary = RunSummary(
         test_acc=best_test,
@@ -177,6 +181,7 @@ def _train(cfg: ExperimentConfig, executor: Executor, metrics_out, run_dir, out:
         peak_memory_bytes=executor.peak_memory(),
         losses=[s.loss for s in stats],
         breakdown_s=breakdown,
+        breakdown_per_worker_s=per_worker,
         config=config_to_dict(cfg),
         git_rev=git_rev(),
         evals=evals,
@@ -191,6 +196,13 @@ def _print_summary(s: RunSummary, world: int, out: Callable[[str], None]) -> Non
     out(
         f"Mean epoch time {s.epoch_time_s:.4f}s  (" + ", ".join(f"{k} {v:.4f}s" for k, v in s.breakdown_s.items()) + ")"
     )
+    if len(s.breakdown_per_worker_s) > 1:
+        out(f"Breakdown across {len(s.breakdown_per_worker_s)} workers, mean +- std per epoch:")
+        for k in ("epoch", *BREAKDOWN_KEYS):
+            v = torch.tensor([w[k] for w in s.breakdown_per_worker_s], dtype=torch.float64)
+            out(f"  {k:<12} {v.mean():.4f}s +- {v.std(correction=0):.4f}s")
+        frac = [w["bubble"] / w["epoch"] for w in s.breakdown_per_worker_s if w["epoch"] > 0]
+        out(f"  bubble fraction {sum(frac) / max(len(frac), 1):.3f} of the epoch (mean over workers)")
     out("Communication per epoch, cluster-wide (measured | analytic):")
     for kind in ("layer", "graph", "weight"):
         m, a = s.comm_bytes_per_epoch[kind], s.comm_bytes_per_epoch_analytic[kind]
