@@ -77,6 +77,10 @@ class Executor:
         """Peak memory of every worker, in bytes (rank order)."""
         raise NotImplementedError
 
+    def memory_report(self) -> dict[str, int]:
+        """Bytes of engine state this worker holds (activations, history, gradient buffers); {} if none."""
+        return {}
+
     def gather(self, obj: object) -> list:
         """``obj`` of every worker, in rank order (small Python objects)."""
         return [obj]
