@@ -349,5 +349,12 @@ def validate(cfg: ExperimentConfig) -> None:
         _fail(cfg, "train.eval_every", t.eval_every, "an integer >= 1")
     if t.warmup_epochs < 0:
         _fail(cfg, "train.warmup_epochs", t.warmup_epochs, "an integer >= 0")
+    if cfg.log.tensorboard:
+        _fail(
+            cfg,
+            "log.tensorboard",
+            True,
+            "false (TensorBoard output is not implemented yet; use the metrics JSON / epochs.csv of the run directory)",
+        )
     _choice(cfg, "train.device", t.device, DEVICES)
     _choice(cfg, "train.dtype", t.dtype, DTYPES)
