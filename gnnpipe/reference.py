@@ -21,8 +21,7 @@ from gnnpipe.parallel.blocks import in_neighbours, ranges_to_index, sub_operator
 from gnnpipe.parallel.history import History
 from gnnpipe.parallel.schedule import position_order
 from gnnpipe.partition.chunker import ChunkPlan
-from gnnpipe.train.executor import EpochStats, Executor, make_optimizer, peak_memory_bytes, resolve_dtype
-from gnnpipe.train.metrics import Accuracies, accuracies
+from gnnpipe.train.executor import EpochStats, WholeModelExecutor, make_optimizer, resolve_dtype
 
 __all__ = ["Reference"]
 
@@ -50,7 +49,7 @@ def _push_to(hist: History, layer: int, targets: torch.Tensor, fresh: torch.Tens
     return hook
 
 
-class Reference(Executor):
+class Reference(WholeModelExecutor):
     """Single-process executor with the exact epoch semantics of DESIGN §3 for any (ways, chunks)."""
 
     def __init__(self, cfg: ExperimentConfig, graph: Graph, plan: ChunkPlan):
@@ -68,7 +67,8 @@ class Reference(Executor):
         )
         self.model.to(self.dtype)
         self.csr = g.norm_values(self.model.agg_kind)
-        self.full_op = SparseOp(*self.csr, g.num_nodes)
+        self.op = SparseOp(*self.csr, g.num_nodes)
+        self.device = torch.device("cpu")
         self.x = g.x.to(self.dtype)
         self.num_train = int(g.train_mask.sum())
         self.per_way = plan.chunks_per_way
@@ -149,23 +149,3 @@ class Reference(Executor):
         stats = EpochStats(loss=float(sum(loss.detach() for loss in losses)), time=dt)
         stats.breakdown["compute"] = dt
         return stats
-
-    # ------------------------------------------------------------------ evaluation and state
-    @torch.no_grad()
-    def logits(self) -> torch.Tensor:
-        """Exact full-graph logits in the *permuted* vertex order: [N, C]."""
-        self.model.eval()
-        return self.model.forward_full(self.x, self.full_op, RowCtx(training=False))
-
-    def evaluate(self) -> Accuracies:
-        g = self.graph
-        return accuracies(self.logits(), g.y, (g.train_mask, g.val_mask, g.test_mask))
-
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-    def restore(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state)
-
-    def peak_memory(self) -> list[int]:
-        return [peak_memory_bytes(torch.device("cpu"))]

@@ -18,7 +18,15 @@ from gnnpipe.models.deep import DeepGNN, build_model, chunk_loss
 from gnnpipe.models.ops import RowCtx, SparseOp
 from gnnpipe.train.metrics import Accuracies, accuracies
 
-__all__ = ["EpochStats", "Executor", "SingleDeviceExecutor", "peak_memory_bytes", "resolve_dtype", "make_optimizer"]
+__all__ = [
+    "EpochStats",
+    "Executor",
+    "WholeModelExecutor",
+    "SingleDeviceExecutor",
+    "peak_memory_bytes",
+    "resolve_dtype",
+    "make_optimizer",
+]
 
 BREAKDOWN_KEYS = ("compute", "comm_layer", "comm_graph", "weight_sync", "bubble")
 
@@ -92,7 +100,40 @@ class Executor:
         pass
 
 
-class SingleDeviceExecutor(Executor):
+class WholeModelExecutor(Executor):
+    """An executor that holds the whole model in one process (single device, the reference).
+
+    Subclasses set ``graph``, ``model``, ``x`` (features in the model's dtype), ``op`` (the full aggregation
+    operator) and ``device``; evaluation and weight snapshots are the same for all of them.
+    """
+
+    graph: Graph
+    model: DeepGNN
+    x: torch.Tensor
+    op: SparseOp
+    device: torch.device
+
+    @torch.no_grad()
+    def logits(self) -> torch.Tensor:
+        """Exact full-graph logits (no history, no dropout): [N, C] in ``graph``'s vertex order."""
+        self.model.eval()
+        return self.model.forward_full(self.x, self.op, RowCtx(training=False))
+
+    def evaluate(self) -> Accuracies:
+        g = self.graph
+        return accuracies(self.logits().cpu(), g.y, (g.train_mask, g.val_mask, g.test_mask))
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+    def peak_memory(self) -> list[int]:
+        return [peak_memory_bytes(self.device)]
+
+
+class SingleDeviceExecutor(WholeModelExecutor):
     """Full-graph training on one device: forward all vertices, loss on the training mask, one Adam step."""
 
     def __init__(self, cfg: ExperimentConfig, graph: Graph, model: DeepGNN | None = None):
@@ -130,21 +171,3 @@ class SingleDeviceExecutor(Executor):
         stats = EpochStats(loss=float(loss.detach()), time=dt)
         stats.breakdown["compute"] = dt
         return stats
-
-    @torch.no_grad()
-    def logits(self) -> torch.Tensor:
-        self.model.eval()
-        return self.model.forward_full(self.x, self.op, RowCtx(training=False))
-
-    def evaluate(self) -> Accuracies:
-        g = self.graph
-        return accuracies(self.logits().cpu(), g.y, (g.train_mask, g.val_mask, g.test_mask))
-
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-    def restore(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state)
-
-    def peak_memory(self) -> list[int]:
-        return [peak_memory_bytes(self.device)]
