@@ -21,7 +21,10 @@ overrides=()
 for a in "${args[@]+"${args[@]}"}"; do case "$a" in *=*) [[ "$a" == --* ]] || overrides+=("$a");; esac; done
 nproc="$("$py" -m gnnpipe world-size --config "$config" "${overrides[@]+"${overrides[@]}"}")" || exit 2
 if [ "$use_mpi" = 1 ]; then
-  exec mpirun -np "$nproc" "${extra[@]+"${extra[@]}"}" "$py" -m gnnpipe train --config "$config" "${args[@]+"${args[@]}"}"
+  # like torchrun: one OpenMP thread per worker unless the user chose otherwise
+  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+  exec mpirun -np "$nproc" -x OMP_NUM_THREADS "${extra[@]+"${extra[@]}"}" \
+    "$py" -m gnnpipe train --config "$config" "${args[@]+"${args[@]}"}"
 fi
 if [ "$nproc" = 1 ] && [ ${#extra[@]} -eq 0 ]; then
   exec "$py" -m gnnpipe train --config "$config" "${args[@]+"${args[@]}"}"
