@@ -40,10 +40,21 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
 
 
+_GRAPHS: dict = {}
+
+
+def graph_of(cfg):
+    """Load each test graph once per session (loading CiteSeer costs seconds)."""
+    key = repr(cfg.dataset)
+    if key not in _GRAPHS:
+        _GRAPHS[key] = load_graph(cfg.dataset)
+    return _GRAPHS[key]
+
+
 def assert_equal_to_reference(d: dict, results: list[dict], *, single_device: bool = False) -> None:
     """``results``: one entry per worker for config ``d``. Compares with the reference (and single device)."""
     cfg = config_from_dict(d)
-    graph = load_graph(cfg.dataset)
+    graph = graph_of(cfg)
     oracles = [Reference(cfg, graph, plan_for(cfg, graph))]
     if single_device:
         sd_cfg = config_from_dict({**d, "parallel": {"ways": 1, "stages": 1, "chunks": 1}})
@@ -94,7 +105,7 @@ def test_single_stage_pipeline_equals_reference(chunks):
 
     d = cfg_dict("gcnii", 1, 1, chunks)
     cfg = config_from_dict(d)
-    graph = load_graph(cfg.dataset)
+    graph = graph_of(cfg)
     eng = Engine(cfg, graph, plan_for(cfg, graph), Comm.init(Topology(1, 1)))
     eng.record_grads = True
     losses = [eng.train_epoch(e).loss for e in range(EPOCHS)]
@@ -176,7 +187,7 @@ def test_hybrid_does_not_depend_on_stages(world2, world4):
 
 def test_pipeline_stage_bytes_formula(world4):
     """Stage-to-stage bytes per epoch are exactly 2 (S-1) N d 8 (float64), x2 with GCNII's h0."""
-    n = load_graph(config_from_dict(cfg_dict("gcn", 1, 1, 1)).dataset).num_nodes
+    n = graph_of(config_from_dict(cfg_dict("gcn", 1, 1, 1))).num_nodes
     res = world4[WORLD4.index(cfg_dict("gcnii", 1, 4, 16))][0]
     assert res["bytes"]["measured"]["layer"] == 2 * 3 * n * 16 * 8 * 2
     assert res["bytes"]["measured"]["graph"] == 0 and res["bytes"]["measured"]["weight"] == 0
