@@ -112,6 +112,7 @@ class TrainConfig:
     epochs: int = 200
     lr: float = 0.01
     weight_decay: float = 5.0e-4
+    layer_weight_decay: float | None = None  # decay of the GNN layers' weights (None: weight_decay)
     eval_every: int = 10
     seed: int = 1
     device: str = "cpu"
@@ -345,6 +346,8 @@ def validate(cfg: ExperimentConfig) -> None:
         _fail(cfg, "train.epochs", t.epochs, "an integer >= 1")
     _positive(cfg, "train.lr", t.lr)
     _positive(cfg, "train.weight_decay", t.weight_decay, zero_ok=True)
+    if t.layer_weight_decay is not None:
+        _positive(cfg, "train.layer_weight_decay", t.layer_weight_decay, zero_ok=True)
     if t.eval_every < 1:
         _fail(cfg, "train.eval_every", t.eval_every, "an integer >= 1")
     if t.warmup_epochs < 0:

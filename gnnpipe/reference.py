@@ -82,7 +82,7 @@ class Reference(WholeModelExecutor):
             dtype=self.dtype,
             device=torch.device("cpu"),
         )
-        self.optimizer = make_optimizer(list(self.model.parameters()), cfg)
+        self.optimizer = make_optimizer(list(self.model.parameters()), cfg, self.model)
         self.record_grads = False
         self.last_grads: dict[str, torch.Tensor] = {}
         self.costs = plan.block_counts.sum(1).view(p.ways, self.per_way).sum(0)

@@ -117,7 +117,7 @@ class Engine(Executor):
         self.first, self.last = self.stage == 0, self.stage == self.S - 1
         self.layers = list(model.layers[self.lo : self.hi])
         self.params = model.stage_parameters(self.lo, self.hi)
-        self.optimizer = make_optimizer(self.params, cfg)
+        self.optimizer = make_optimizer(self.params, cfg, model)
         self.dims = model.dims()
         self.csr = g.norm_values(model.agg_kind)
         self.x = g.x.to(self.device, self.dtype) if self.first or self.is_logger else None

@@ -51,9 +51,21 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def make_optimizer(params: list[torch.nn.Parameter], cfg: ExperimentConfig) -> torch.optim.Optimizer:
-    """Adam, one step per epoch. Element-wise, so splitting parameters across stages changes nothing."""
-    return torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+def make_optimizer(params: list[torch.nn.Parameter], cfg: ExperimentConfig, model: DeepGNN) -> torch.optim.Optimizer:
+    """Adam over ``params`` (a subset of ``model``'s), one step per epoch.
+
+    Adam is element-wise, so splitting parameters across stages changes nothing. GNN-layer weights may get
+    their own decay (``train.layer_weight_decay``, as the GCNII recipe: 0.01 on convolutions, 5e-4 on dense).
+    """
+    t = cfg.train
+    if t.layer_weight_decay is None:
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    in_layers = {id(q) for q in model.layers.parameters()}
+    groups = [
+        {"params": [q for q in params if id(q) in in_layers], "weight_decay": t.layer_weight_decay},
+        {"params": [q for q in params if id(q) not in in_layers], "weight_decay": t.weight_decay},
+    ]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=t.lr)
 
 
 class Executor:
@@ -151,7 +163,7 @@ class SingleDeviceExecutor(WholeModelExecutor):
         self.x = graph.x.to(self.device, self.dtype)
         self.y = graph.y.to(self.device)
         self.train_idx = graph.train_mask.nonzero().flatten().to(self.device)
-        self.optimizer = make_optimizer(list(self.model.parameters()), cfg)
+        self.optimizer = make_optimizer(list(self.model.parameters()), cfg, self.model)
 
     def loss(self, epoch: int) -> torch.Tensor:
         """The full-graph training loss of ``epoch`` (dropout keyed by epoch) with its autograd graph."""
