@@ -71,7 +71,7 @@ def test_benchmark_writes_results_and_prints_ratio_last(bench, tmp_path, capsys)
     saved = json.loads((tmp_path / "bench_single.json").read_text())
     assert saved["ratio"] == pytest.approx(result["ratio"])
     rows = (tmp_path / "bench_single.csv").read_text().strip().splitlines()
-    assert rows[0] == "epoch,side,seconds" and len(rows) == 1 + 2 * cfg.epochs
+    assert rows[0] == "epoch,side,seconds,cpu_seconds" and len(rows) == 1 + 2 * cfg.epochs
     assert (tmp_path / "bench_single.png").stat().st_size > 0
 
 
