@@ -107,7 +107,7 @@ class GCNIILayer(GNNLayer):
         return ctx.dropout(h, self.p, self.index), None
 
     def post(self, m, r, h0, ctx):
-        s = (1.0 - self.alpha) * m + self.alpha * h0
+        s = torch.lerp(m, h0, self.alpha)  # (1-a) m + a h0 in one kernel
         # (1-t) s + t (s @ W^T) in one fused call
         return torch.relu(torch.addmm(s, s, self.lin.weight.t(), beta=1.0 - self.theta, alpha=self.theta))
 
