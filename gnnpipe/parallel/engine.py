@@ -17,6 +17,7 @@ Graph parallelism (S = 1, C = W) and the pipeline (W = 1) are the two edges of t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -186,7 +187,7 @@ class Engine(Executor):
                 if w2 != self.way:
                     u.send_fwd[w2] = torch.cat([plan.halo_fwd(c, w2) for c in chunks]) - lo
                     u.send_bwd[w2] = torch.cat([plan.halo_bwd(c, w2) for c in chunks]) - lo
-            units.append(u)
+            units.append(self._on_device(u))
         remotes = {}
         my_lo, my_hi = plan.way_range(self.way)
         for w2 in range(W):
@@ -197,13 +198,24 @@ class Engine(Executor):
                 bwd = torch.cat([plan.halo_bwd(c, self.way) for c in chunks])
                 tgt = in_neighbours(self.csr, bwd)
                 tgt = tgt[(tgt >= my_lo) & (tgt < my_hi)]
-                remotes[(w2, j)] = _Remote(fwd, bwd, sub_operator(self.csr, bwd, tgt), tgt, vunit[tgt])
+                rem = _Remote(fwd, bwd, sub_operator(self.csr, bwd, tgt), tgt, vunit[tgt])
+                remotes[(w2, j)] = self._on_device(rem)
         in_edges = plan.block_counts.sum(1)
         costs = torch.zeros(len(groups[0]), dtype=torch.int64)
         for w in range(W):
             for j, chunks in enumerate(groups[w]):
                 costs[j] += int(in_edges[torch.tensor(chunks)].sum())
         return _Layout(units, remotes, costs)
+
+    def _on_device(self, obj):
+        """Move a unit's / remote's index tensors to the compute device (indices must live with the data)."""
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if isinstance(v, torch.Tensor):
+                setattr(obj, f.name, v.to(self.device))
+            elif isinstance(v, dict):
+                setattr(obj, f.name, {k: t.to(self.device) for k, t in v.items()})
+        return obj
 
     def exact_layout(self) -> _Layout:
         """All of a way's chunks as one unit: every read is fresh (warm-up epochs of exact training)."""
@@ -394,8 +406,8 @@ class Engine(Executor):
             if exact
             else position_order(self.P, epoch=epoch, seed=self.cfg.train.seed, mode=p.chunk_order, costs=lay.costs)
         )
-        pos_of = torch.empty(len(order), dtype=torch.int64)
-        pos_of[torch.tensor(order)] = torch.arange(len(order))
+        pos_of = torch.empty(len(order), dtype=torch.int64, device=self.device)
+        pos_of[torch.tensor(order, device=self.device)] = torch.arange(len(order), device=self.device)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         recs: dict[int, dict] = {}
