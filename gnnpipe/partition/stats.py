@@ -12,6 +12,7 @@ import torch
 
 from gnnpipe.data.graph import Graph
 from gnnpipe.partition.chunker import ChunkPlan
+from gnnpipe.units import format_bytes
 
 __all__ = [
     "CommVolume",
@@ -189,13 +190,6 @@ def authors_pipeline_estimate(num_nodes: int, num_stages: int, hidden: int) -> i
 
 
 # ---------------------------------------------------------------------------------------------- report
-def _bytes(x: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(x) >= scale:
-            return f"{x / scale:.3f} {unit}"
-    return f"{int(x)} B"
-
-
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)
@@ -247,10 +241,10 @@ def format_plan_report(plan: ChunkPlan, graph: Graph, volumes: dict[str, CommVol
         rows = [
             [
                 name,
-                _bytes(v.layer),
-                _bytes(v.graph),
-                _bytes(v.weight),
-                _bytes(v.total),
+                format_bytes(v.layer),
+                format_bytes(v.graph),
+                format_bytes(v.weight),
+                format_bytes(v.total),
                 f"{v.total / base:.3f}x" if base else "-",
             ]
             for name, v in volumes.items()

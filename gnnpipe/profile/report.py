@@ -8,7 +8,7 @@ from pathlib import Path
 from gnnpipe.config import ExperimentConfig
 from gnnpipe.data.graph import Graph
 from gnnpipe.profile.volumes import Strategy, strategies_for, volume_of, with_degrees
-from gnnpipe.train.trainer import format_bytes
+from gnnpipe.units import format_bytes
 
 __all__ = ["profile_table", "profile"]
 

@@ -21,6 +21,7 @@ import torch
 from gnnpipe.config import ExperimentConfig, config_to_dict
 from gnnpipe.train.executor import BREAKDOWN_KEYS, EpochStats, Executor
 from gnnpipe.train.metrics import Accuracies
+from gnnpipe.units import format_bytes
 
 __all__ = ["RunSummary", "train", "git_rev", "format_bytes"]
 
@@ -58,14 +59,6 @@ def git_rev() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3f} {unit}"
-        n /= 1000.0
-    return f"{n:.3f} TB"
 
 
 def _epoch_line(epoch: int, s: EpochStats, acc: Accuracies | None) -> str:
