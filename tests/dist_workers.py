@@ -12,7 +12,7 @@ def run_engine_configs(cfg_dicts: list[dict], epochs: int) -> list[dict]:
     from gnnpipe.data import load_graph
     from gnnpipe.parallel.comm import Comm, Topology
     from gnnpipe.parallel.engine import Engine
-    from gnnpipe.train.run import plan_for
+    from gnnpipe.train.run import shared_plan
 
     graphs: dict = {}
     out, comm = [], None
@@ -22,16 +22,10 @@ def run_engine_configs(cfg_dicts: list[dict], epochs: int) -> list[dict]:
         comm = Comm.init(Topology(p.ways, p.stages), timeout_s=60)
         key = repr(cfg.dataset)
         graph = graphs[key] = graphs.get(key) or load_graph(cfg.dataset)
-        if comm.rank == 0:
-            plan = plan_for(cfg, graph)
-        comm.all_gather_object(None)
-        if comm.rank != 0:
-            plan = plan_for(cfg, graph)
-        eng = Engine(cfg, graph, plan, comm)
+        eng = Engine(cfg, graph, shared_plan(cfg, graph, comm), comm)
         eng.record_grads = True
         losses = [eng.train_epoch(e).loss for e in range(epochs)]
-        own = {id(q) for q in eng.params}
-        params = {n: q.detach().clone() for n, q in eng.model.named_parameters() if id(q) in own}
+        params = {n: q.detach().clone() for n, q in eng.named_stage_parameters().items()}
         out.append(
             {
                 "losses": losses,

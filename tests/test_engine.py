@@ -109,8 +109,7 @@ def test_single_stage_pipeline_equals_reference(chunks):
     eng = Engine(cfg, graph, plan_for(cfg, graph), Comm.init(Topology(1, 1)))
     eng.record_grads = True
     losses = [eng.train_epoch(e).loss for e in range(EPOCHS)]
-    own = {id(q) for q in eng.params}
-    params = {n: q.detach().clone() for n, q in eng.model.named_parameters() if id(q) in own}
+    params = {n: q.detach().clone() for n, q in eng.named_stage_parameters().items()}
     res = {"losses": losses, "grads": eng.last_grads, "params": params, "bytes": eng.comm_bytes_per_epoch()}
     assert_equal_to_reference(d, [res])
 

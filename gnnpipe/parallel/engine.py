@@ -462,8 +462,7 @@ class Engine(Executor):
                 q.grad = flat[off : off + gr.numel()].view_as(gr).clone()
                 off += gr.numel()
         if self.record_grads:
-            names = {id(q): n for n, q in self.model.named_parameters()}
-            self.last_grads = {names[id(q)]: q.grad.detach().clone() for q in self.params}
+            self.last_grads = {n: q.grad.detach().clone() for n, q in self.named_stage_parameters().items()}
         self.optimizer.step()
 
     # ------------------------------------------------------------------ evaluation and state
@@ -494,6 +493,11 @@ class Engine(Executor):
             out = torch.tensor([acc.train, acc.val, acc.test], dtype=torch.float64, device=self.device)
         self.comm.all_reduce_sum(out, kind="eval", group_ranks=list(range(self.world_size)))
         return Accuracies(*out.tolist())
+
+    def named_stage_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """This worker's parameters under their names in the whole model."""
+        own = {id(q) for q in self.params}
+        return {n: q for n, q in self.model.named_parameters() if id(q) in own}
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {str(i): q.detach().clone() for i, q in enumerate(self.params)}

@@ -12,7 +12,7 @@ from gnnpipe.partition.chunker import ChunkPlan, get_or_build_plan
 from gnnpipe.train.executor import Executor, SingleDeviceExecutor
 from gnnpipe.train.trainer import RunSummary, timestamp, train
 
-__all__ = ["cache_dir", "make_executor", "run_training", "run_name", "plan_for"]
+__all__ = ["cache_dir", "make_executor", "run_training", "run_name", "plan_for", "shared_plan"]
 
 
 def cache_dir() -> Path:
@@ -34,6 +34,14 @@ def plan_for(cfg: ExperimentConfig, graph: Graph) -> ChunkPlan:
     )
 
 
+def shared_plan(cfg: ExperimentConfig, graph: Graph, comm) -> ChunkPlan:
+    """The plan on every worker: rank 0 builds (or loads) it first, the others then load it from the cache."""
+    if comm.rank == 0:
+        plan = plan_for(cfg, graph)
+    comm.all_gather_object(None)  # barrier: the plan is in the cache
+    return plan if comm.rank == 0 else plan_for(cfg, graph)
+
+
 def make_executor(cfg: ExperimentConfig, graph: Graph | None = None) -> Executor:
     """The executor the degrees of ``cfg`` call for: plain single device for (1, 1, 1), else the engine.
 
@@ -50,12 +58,7 @@ def make_executor(cfg: ExperimentConfig, graph: Graph | None = None) -> Executor
 
     comm = Comm.init(Topology(p.ways, p.stages), device=cfg.train.device, timeout_s=p.timeout_s)
     try:
-        if comm.rank == 0:
-            plan = plan_for(cfg, graph)
-        comm.all_gather_object(None)  # barrier: the plan is in the cache
-        if comm.rank != 0:
-            plan = plan_for(cfg, graph)
-        return Engine(cfg, graph, plan, comm)
+        return Engine(cfg, graph, shared_plan(cfg, graph, comm), comm)
     except BaseException:
         comm.close()
         raise
