@@ -138,6 +138,18 @@ def _cmd_world_size(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    from gnnpipe.config import ConfigError, config_to_yaml, explain, load_config
+
+    if args.explain:
+        if args.config or args.overrides:  # nothing a user wrote is silently dropped
+            raise ConfigError("--explain lists every key with its default; it takes no --config or overrides")
+        print(explain())
+    else:
+        print(config_to_yaml(load_config(args.config, args.overrides)), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gnnpipe", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("world-size", help="print ways*stages of a config (used by launch.sh)")
     _add_config_args(p)
     p.set_defaults(func=_cmd_world_size)
+
+    p = sub.add_parser("config", help="print the resolved config as YAML, or (--explain) every key described")
+    _add_config_args(p, required=False)
+    p.add_argument("--explain", action="store_true", help="list every key: type, allowed values, default, description")
+    p.set_defaults(func=_cmd_config)
 
     p = sub.add_parser("info", help="print versions, devices and distributed backends")
     p.set_defaults(func=_cmd_info)

@@ -1,4 +1,4 @@
-"""``python -m gnnpipe``: info, world-size, train; user errors are one line on stderr and exit code 2."""
+"""``python -m gnnpipe``: info, world-size, train, config; user errors are one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -98,3 +98,44 @@ def test_missing_subcommand_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_config_explain_lists_every_key_with_its_default(capsys):
+    from gnnpipe.config import config_fields
+
+    assert main(["config", "--explain"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    for key, f, _ in config_fields():
+        if f.default is None or isinstance(f.default, bool):
+            default = {None: "null", True: "true", False: "false"}[f.default]
+        else:
+            default = str(f.default)
+        assert f" {default} " in rows[key], key
+        assert rows[key].endswith(f.metadata["help"]), key
+    assert "log.tensorboard" not in rows and "parallel.recompute" in rows
+
+
+def test_config_prints_the_resolved_yaml(capsys, monkeypatch, tmp_path):
+    from gnnpipe.config import load_config
+
+    monkeypatch.chdir(REPO_ROOT)
+    overrides = ["model.layers=4", "parallel.stages=2", "parallel.stage_split=[1, 3]", "parallel.recompute=true"]
+    assert main(["config", "--config", CORA_GCN2, *overrides]) == 0
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(capsys.readouterr().out)
+    assert load_config(resolved) == load_config(CORA_GCN2, overrides)
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["config", "parallel.stage_split=cost"], "'cost'; allowed: equal"),
+        (["config", "log.tensorboard=false"], "unknown key 'log.tensorboard'"),
+        (["config", "--explain", "model.layers=4"], "--explain"),
+    ],
+)
+def test_config_user_errors(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gnnpipe config: error:") and fragment in err and len(err.strip().splitlines()) == 1

@@ -11,8 +11,11 @@ import pytest
 from gnnpipe.config import (
     ConfigError,
     ExperimentConfig,
+    config_fields,
     config_from_dict,
     config_to_dict,
+    config_to_yaml,
+    explain,
     load_config,
     parse_overrides,
 )
@@ -83,8 +86,11 @@ BAD = {
         "parallel: {stage_split: balanced}\n",
         "parallel.stage_split",
         "'balanced'",
-        "equal | cost",
+        "equal | a list of int",
     ),
+    "stage_split cost (removed)": ("parallel: {stage_split: cost}\n", "parallel.stage_split", "'cost'", "equal"),
+    "log.tensorboard (removed)": ("log: {tensorboard: false}\n", "log.tensorboard", "tensorboard", "dir, trace"),
+    "string for recompute": ("parallel: {recompute: yes please}\n", "parallel.recompute", "'yes please'", "true"),
     "negative lr": ("train: {lr: -0.01}\n", "train.lr", "-0.01", "> 0"),
     "nan lr": ("train: {lr: .nan}\n", "train.lr", "nan", "a finite number > 0"),
     "inf weight_decay": ("train: {weight_decay: .inf}\n", "train.weight_decay", "inf", "a finite number >= 0"),
@@ -251,3 +257,98 @@ def test_override_of_a_file_error_still_names_the_file(tmp_path):
     path = _write(tmp_path, "model: {layers: 2}\n")
     msg = _error(path, ["train.dtype=half"])
     assert str(path) in msg and "train.dtype" in msg and "'half'" in msg
+
+
+# ---------------------------------------------------------------------------------------------- self-description
+FIELDS = config_fields()
+CHOICE_FIELDS = [(key, f) for key, f, _ in FIELDS if f.metadata["choices"] is not None]
+
+
+def _show(value) -> str:
+    """A default as the explain table writes it (YAML spelling)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _section_data(key: str, value) -> dict:
+    section, name = key.split(".")
+    return {section: {name: value}}
+
+
+def test_every_field_is_described():
+    keys = [key for key, _, _ in FIELDS]
+    assert len(keys) == len(set(keys))
+    assert {k.split(".")[0] for k in keys} == {"dataset", "model", "parallel", "train", "log"}
+    assert set(keys) == {f"{s}.{k}" for s, v in config_to_dict(ExperimentConfig()).items() for k in v}
+    for key, f, _ in FIELDS:
+        help_ = f.metadata["help"]
+        assert isinstance(help_, str) and help_.strip() and "\n" not in help_, key
+
+
+def test_choices_have_the_field_type_and_include_the_default():
+    assert {k for k, _ in CHOICE_FIELDS} >= {"model.arch", "model.init", "parallel.chunk_order", "train.dtype"}
+    for key, f in CHOICE_FIELDS:
+        choices = f.metadata["choices"]
+        assert isinstance(choices, tuple) and choices and len(set(choices)) == len(choices), key
+        assert f.default in choices, key
+        for choice in choices:  # every listed value is accepted, parsed as the field's type
+            cfg = config_from_dict(_section_data(key, choice), "x.yaml")
+            section, name = key.split(".")
+            assert getattr(getattr(cfg, section), name) == choice
+
+
+@pytest.mark.parametrize("key, f", CHOICE_FIELDS, ids=[k for k, _ in CHOICE_FIELDS])
+def test_every_choice_field_is_validated_against_its_choices(key, f):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(_section_data(key, "not-a-choice"), "x.yaml")
+    msg = str(info.value)
+    assert "x.yaml" in msg and f"'{key}'" in msg and "'not-a-choice'" in msg
+    choices = list(map(str, f.metadata["choices"]))
+    allowed = msg.split("allowed: ", 1)[1].split(" | ")
+    assert allowed[: len(choices)] == choices  # then only the list form of a field that also takes a list
+    assert all(a.startswith("a list of ") for a in allowed[len(choices) :]), msg
+
+
+def test_dataset_name_help_lists_every_loader():
+    from gnnpipe.data import DATASET_NAMES
+
+    help_ = dict((k, f) for k, f, _ in FIELDS)["dataset.name"].metadata["help"]
+    assert all(name in help_ for name in DATASET_NAMES) and "ogbn-<name>" in help_
+
+
+def test_explain_lists_every_key_with_type_default_and_description():
+    lines = explain().splitlines()
+    header = lines[0]
+    assert header.split() == ["key", "type", "allowed", "default", "description"]
+    t, a, d, h = (header.index(word) for word in ("type", "allowed", "default", "description"))
+    by_key = {line[:t].strip(): line for line in lines[1:]}
+    assert list(by_key) == [key for key, _, _ in FIELDS]  # every key once, in file order
+    for key, f, _ in FIELDS:
+        line = by_key[key]  # aligned: every non-empty cell starts at its header's column
+        assert line[t - 1] == " " and line[t] != " " and line[d] != " " and line[h] != " ", (key, line)
+        assert line[d:h].strip() == _show(f.default), key
+        assert line[h:] == f.metadata["help"], key
+        choices, allowed = f.metadata["choices"], line[a:d].strip()
+        if choices is None:
+            assert allowed == "", key
+        else:
+            assert allowed.split(" | ")[: len(choices)] == list(map(str, choices)), key
+    assert by_key["dataset.path"][t:a].strip() == "str | None"
+    assert "log.tensorboard" not in by_key
+    assert by_key["parallel.stage_split"][a:d].strip() == "equal | a list of int"
+    assert by_key["model.arch"][a:d].strip() == "gcn | sage | gcnii | resgcn"
+
+
+def test_recompute_defaults_off_and_round_trips():
+    assert ExperimentConfig().parallel.recompute is False
+    assert load_config(CORA_GCN2, ["parallel.recompute=true"]).parallel.recompute is True
+
+
+def test_config_to_yaml_reads_back(tmp_path):
+    cfg = load_config(CORA_GCN2, ["model.layers=4", "parallel.stages=2", "parallel.stage_split=[1, 3]"])
+    text = config_to_yaml(cfg)
+    again = load_config(_write(tmp_path, text))
+    assert again == cfg and again.parallel.stage_split == [1, 3]
