@@ -9,49 +9,43 @@ weights at the start, dropout rate, dtype (float32) and thread count:
 and one epoch is forward + cross-entropy on the training vertices + backward + Adam step.
 Ours is :class:`gnnpipe.train.executor.SingleDeviceExecutor` (a :class:`SparseOp` with a precomputed
 transpose for the backward). PyG's is ``GCN2Conv(shared_weights=True, normalize=False)`` given the GCN-
-normalised adjacency as a ``torch.sparse_csr`` tensor, its fastest path without torch-sparse: ``propagate``
-sees a sparse tensor and calls ``message_and_aggregate`` -> ``torch_geometric.utils.spmm`` ->
-``torch.sparse.mm``. (The ``edge_index`` path gathers and scatters [E, d] messages: several times slower.)
+normalised adjacency as a ``torch.sparse_csr`` tensor (``experiments/pyg_gcnii.py`` says why that path).
 
 Timing: both sides live in one process and alternate (ours, PyG, PyG, ours, ...) after warm-up epochs, so
-load from other jobs hits both alike; we report medians. Memory: each side runs alone in a child process
-that loads the saved graph, then trains; we report its peak RSS (VmHWM) and the growth of the peak
-over the RSS after loading the graph (what the side itself needs: operator, activations, optimizer).
+load from other jobs hits both alike; we report medians. Memory: the graph is written once with
+``gnnpipe.data.write_npz``; each side runs alone in a child process that reads it back with ``load_graph``
+(dataset ``npz``), then builds its side and trains; ``gnnpipe.memory.MemoryProbe`` gives the peak RSS of that
+phase and its growth over the RSS after loading the graph (what the side itself needs: operator,
+activations, optimizer; the probe resets the kernel's peak after loading, so loading's temporaries do not count).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import torch_geometric
-from torch import nn
-from torch_geometric.nn import GCN2Conv
-from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.utils import to_torch_csr_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
+from experiments.bench_report import SIDES, EpochTime, summarize, write_results  # noqa: E402
+from experiments.pyg_gcnii import PygTrainer  # noqa: E402
 from gnnpipe.config import DatasetConfig, ExperimentConfig, ModelConfig, TrainConfig  # noqa: E402
-from gnnpipe.data import load_graph  # noqa: E402
+from gnnpipe.data import load_graph, write_npz  # noqa: E402
 from gnnpipe.data.graph import Graph  # noqa: E402
-from gnnpipe.models.deep import DeepGNN, build_model  # noqa: E402
+from gnnpipe.memory import MemoryProbe  # noqa: E402
+from gnnpipe.models.deep import build_model  # noqa: E402
 from gnnpipe.train.executor import SingleDeviceExecutor  # noqa: E402
 
-SIDES = ("ours", "pyg")
 DEFAULT_OUT = REPO / "experiments" / "results" / "bench_single"
 
 
@@ -89,79 +83,6 @@ class BenchConfig:
         )
 
 
-# ---------------------------------------------------------------------------------------------- PyG side
-class PygGCNII(nn.Module):
-    """The GCNII of ``build_model(arch="gcnii")`` written with PyG's ``GCN2Conv`` (PyG's example network)."""
-
-    def __init__(
-        self, in_dim: int, hidden: int, num_classes: int, layers: int, dropout: float, alpha: float, lam: float
-    ):
-        super().__init__()
-        self.p = dropout
-        self.encoder = nn.Linear(in_dim, hidden)
-        self.convs = nn.ModuleList(
-            GCN2Conv(hidden, alpha=alpha, theta=lam, layer=i + 1, shared_weights=True, normalize=False)
-            for i in range(layers)
-        )
-        self.head = nn.Linear(hidden, num_classes)
-
-    def forward(self, x: torch.Tensor, adj_t: torch.Tensor) -> torch.Tensor:
-        """``x: [N, F]``, ``adj_t``: [N, N] sparse CSR, row v = in-edges of v. Returns logits ``[N, C]``."""
-        h = h0 = torch.relu(self.encoder(F.dropout(x, self.p, self.training)))
-        for conv in self.convs:
-            h = torch.relu(conv(F.dropout(h, self.p, self.training), h0, adj_t))
-        return self.head(F.dropout(h, self.p, self.training))
-
-
-def pyg_adjacency(graph: Graph, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``D^-1/2 (A + I) D^-1/2`` as PyG builds it (``gcn_norm``), as a ``torch.sparse_csr`` ``adj_t``."""
-    src, dst = graph.edges()
-    edge_index, weight = gcn_norm(torch.stack([src, dst]), None, graph.num_nodes, add_self_loops=True, dtype=dtype)
-    with warnings.catch_warnings():  # "sparse CSR support is in beta", "invariant checks disabled"
-        warnings.simplefilter("ignore", UserWarning)
-        # adj_t[target, source]: rows are destinations, as MessagePassing expects of a sparse adjacency
-        return to_torch_csr_tensor(edge_index.flip(0), weight, size=(graph.num_nodes, graph.num_nodes))
-
-
-def copy_weights(ours: DeepGNN, ref: PygGCNII) -> None:
-    """Give ``ref`` the weights of ``ours`` (GCN2Conv computes ``s @ weight1``, we ``s @ W^T``)."""
-    with torch.no_grad():
-        ref.encoder.weight.copy_(ours.encoder.lin.weight)
-        ref.encoder.bias.copy_(ours.encoder.lin.bias)
-        for layer, conv in zip(ours.layers, ref.convs, strict=True):
-            conv.weight1.copy_(layer.lin.weight.t())
-        ref.head.weight.copy_(ours.head.lin.weight)
-        ref.head.bias.copy_(ours.head.lin.bias)
-
-
-class PygTrainer:
-    """Full-graph training of :class:`PygGCNII`, one epoch as the executor does it (same optimiser)."""
-
-    def __init__(self, cfg: ExperimentConfig, graph: Graph, weights_from: DeepGNN):
-        m = cfg.model
-        self.model = PygGCNII(graph.num_features, m.hidden, graph.num_classes, m.layers, m.dropout, m.alpha, m.lam)
-        copy_weights(weights_from, self.model)
-        self.adj_t = pyg_adjacency(graph)
-        self.x = graph.x.to(torch.float32)
-        self.y = graph.y
-        self.train_idx = graph.train_mask.nonzero().flatten()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-
-    def train_epoch(self, epoch: int) -> float:
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        logits = self.model(self.x, self.adj_t)
-        loss = F.cross_entropy(logits[self.train_idx], self.y[self.train_idx])
-        loss.backward()
-        self.optimizer.step()
-        return float(loss.detach())
-
-    @torch.no_grad()
-    def logits(self) -> torch.Tensor:
-        self.model.eval()
-        return self.model(self.x, self.adj_t)
-
-
 # ---------------------------------------------------------------------------------------------- both sides
 def make_graph(bench: BenchConfig) -> Graph:
     return load_graph(bench.experiment().dataset)
@@ -183,12 +104,6 @@ def logits_difference(sides: dict) -> float:
     return float((sides["ours"].logits() - sides["pyg"].logits()).abs().max())
 
 
-@dataclass(frozen=True)
-class EpochTime:
-    wall: float  # seconds
-    cpu: float  # CPU seconds of the process (all threads): less sensitive than wall time to other jobs
-
-
 def time_interleaved(sides: dict, warmup: int, epochs: int) -> dict[str, list[EpochTime]]:
     """Timed epochs per side; rounds alternate the order (AB, BA, ...) so neither side always goes first."""
     times: dict[str, list[EpochTime]] = {name: [] for name in sides}
@@ -207,122 +122,31 @@ def time_interleaved(sides: dict, warmup: int, epochs: int) -> dict[str, list[Ep
 
 
 # ---------------------------------------------------------------------------------------------- memory
-def _status_bytes(key: str) -> int:
-    """A ``kB`` field of /proc/self/status (VmRSS: resident now, VmHWM: peak resident), in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {key} field")
-
-
-def _peak_rss_bytes() -> int:
-    # VmHWM, not ru_maxrss: after fork + exec, ru_maxrss starts at the parent's RSS (the kernel carries the
-    # old address space's high-water mark into the signal struct), so a child spawned by a big parent would
-    # report the parent's size. VmHWM belongs to the child's own address space.
-    return max(_status_bytes("VmHWM"), _status_bytes("VmRSS"))
-
-
-def save_graph(graph: Graph, path: Path) -> None:
-    fields = ("indptr", "indices", "x", "y", "train_mask", "val_mask", "test_mask")
-    torch.save({"name": graph.name, "num_classes": graph.num_classes, **{k: getattr(graph, k) for k in fields}}, path)
-
-
-def load_saved_graph(path: Path) -> Graph:
-    d = torch.load(path)
-    g = Graph(
-        d["name"],
-        d["indptr"],
-        d["indices"],
-        d["x"],
-        d["y"],
-        d["train_mask"],
-        d["val_mask"],
-        d["test_mask"],
-        d["num_classes"],
-    )
-    g.validate()
-    return g
+def saved_graph(path: Path) -> DatasetConfig:
+    """The dataset config that reads back a graph written by ``write_npz``: already symmetric and normalised
+    as ``make_graph`` built it, so neither step is repeated."""
+    return DatasetConfig(name="npz", path=str(path), undirected=False, feature_norm=False)
 
 
 def memory_child(side: str, bench: BenchConfig, graph_file: Path) -> dict[str, int]:
-    """Run in a fresh process: load the graph, build one side, train; return its peak memory in bytes."""
-    graph = load_saved_graph(graph_file)
-    base = _status_bytes("VmRSS")
+    """Run in a fresh process: load the graph (written by ``write_npz``), build one side, train; return the
+    peak RSS of building + training, the RSS after loading, and the peak's growth over it, in bytes."""
+    graph = load_graph(saved_graph(graph_file))
+    probe = MemoryProbe(torch.device("cpu"))  # baseline: the RSS with the graph loaded; peak reset here
     trainer = make_side(side, bench, graph)
     for epoch in range(bench.memory_epochs):
         trainer.train_epoch(epoch)
-    peak = _peak_rss_bytes()
-    return {"peak_rss": peak, "graph_rss": base, "peak_growth": peak - base}
+    growth = max(probe.phase("build+train")["peak_growth"], 0)  # RSS may dip a page between baseline and reset
+    return {"peak_rss": probe.baseline + growth, "graph_rss": probe.baseline, "peak_growth": growth}
 
 
 def measure_memory(side: str, bench: BenchConfig, graph_file: Path) -> dict[str, int]:
-    """Peak memory of ``side`` training alone, in a child process (peak RSS cannot be reset in-process)."""
+    """Peak memory of ``side`` training alone, in a child process (the other side's memory would stay resident
+    in this one)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-of", side, "--graph-file", str(graph_file)]
     cmd += _bench_args(bench)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-# ---------------------------------------------------------------------------------------------- reporting
-def summarize(times: dict[str, list[EpochTime]]) -> dict:
-    """Medians, minima and the ours/PyG ratios of the timed epochs."""
-    wall = {name: [t.wall for t in ts] for name, ts in times.items()}
-    cpu = {name: [t.cpu for t in ts] for name, ts in times.items()}
-    median = {name: statistics.median(ts) for name, ts in wall.items()}
-    median_cpu = {name: statistics.median(ts) for name, ts in cpu.items()}
-    return {
-        "median_s": median,
-        "min_s": {name: min(ts) for name, ts in wall.items()},
-        "ratio": median["ours"] / median["pyg"],
-        # robust to load that drifts between rounds: the two epochs of a round ran back to back
-        "paired_ratio_median": statistics.median(o / p for o, p in zip(wall["ours"], wall["pyg"], strict=True)),
-        "median_cpu_s": median_cpu,
-        "cpu_ratio": median_cpu["ours"] / median_cpu["pyg"],
-    }
-
-
-def write_results(out: Path, bench: BenchConfig, result: dict, times: dict[str, list[EpochTime]]) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path, png_path = out / "bench_single.csv", out / "bench_single.json", out / "bench_single.png"
-    with open(csv_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["epoch", "side", "seconds", "cpu_seconds"])
-        for name, ts in times.items():
-            w.writerows([i, name, f"{t.wall:.6f}", f"{t.cpu:.6f}"] for i, t in enumerate(ts))
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = ["GNNPipe", "PyG GCN2Conv\n(sparse_csr)"]
-    colors = ["tab:blue", "tab:orange"]
-    med = [result["median_s"][s] for s in SIDES]
-    lo = [med[i] - min(t.wall for t in times[s]) for i, s in enumerate(SIDES)]
-    hi = [max(t.wall for t in times[s]) - med[i] for i, s in enumerate(SIDES)]
-    panels = 2 if result.get("memory") else 1
-    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.8), squeeze=False)
-    ax = axes[0][0]
-    ax.bar(labels, med, yerr=[lo, hi], capsize=6, color=colors)
-    ax.set_ylabel("epoch time (s), median, min-max")
-    ax.set_title(f"ratio ours/PyG = {result['ratio']:.2f}")
-    if panels == 2:
-        ax = axes[0][1]
-        growth = [result["memory"][s]["peak_growth"] / 2**30 for s in SIDES]
-        ax.bar(labels, growth, color=colors)
-        ax.set_ylabel("peak RSS growth over graph (GiB)")
-        ax.set_title("peak memory")
-    fig.suptitle(
-        f"GCNII L={bench.layers} H={bench.hidden}, {bench.generator} N={bench.nodes:,} E={bench.edges:,}, "
-        f"{result['threads']} threads",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-    return [csv_path, json_path, png_path]
 
 
 def run_benchmark(bench: BenchConfig, out: Path, *, memory: bool = True, command: str = "") -> dict:
@@ -346,8 +170,7 @@ def run_benchmark(bench: BenchConfig, out: Path, *, memory: bool = True, command
     }
     if memory:
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "graph.pt"
-            save_graph(graph, path)
+            path = write_npz(graph, Path(tmp) / "graph.npz")
             result["memory"] = {name: measure_memory(name, bench, path) for name in SIDES}
     for name in SIDES:
         line = f"{name}: median {result['median_s'][name]:.3f} s  min {result['min_s'][name]:.3f} s"
@@ -359,7 +182,8 @@ def run_benchmark(bench: BenchConfig, out: Path, *, memory: bool = True, command
     print(
         f"median of per-round ratios ours/PyG: {result['paired_ratio_median']:.2f}, cpu ratio {result['cpu_ratio']:.2f}"
     )
-    for p in write_results(out, bench, result, times):
+    title = f"GCNII L={bench.layers} H={bench.hidden}, {bench.generator} N={bench.nodes:,} E={bench.edges:,}"
+    for p in write_results(out, result, times, f"{title}, {result['threads']} threads"):
         print(f"wrote {p}")
     print(f"ratio={result['ratio']:.2f}")
     return result
