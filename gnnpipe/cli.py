@@ -34,6 +34,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     import gnnpipe
+    from gnnpipe.kernels import describe
 
     print(f"gnnpipe {gnnpipe.__version__}")
     print(f"python {platform.python_version()} ({platform.platform()})")
@@ -52,6 +53,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"  cuda:{i} {torch.cuda.get_device_name(i)}")
     backends = [b for b in ("gloo", "nccl", "mpi") if getattr(dist, f"is_{b}_available")()]
     print(f"torch.distributed backends: {', '.join(backends) or 'none'}")
+    print(describe())  # which aggregation kernels run (native gnnpipe._C or torch) and why
     return 0
 
 

@@ -2,8 +2,13 @@
 
 Aggregation ``m = Ahat @ z`` is the only operation that reads other vertices (DESIGN §3). Its backward is
 ``dz = Ahat^T @ dm``; torch's generic sparse backward rebuilds ``Ahat^T`` on every call, so
-:class:`SparseOp` builds both CSR matrices once and reuses them (a measurable win over PyG's
-``torch.sparse_csr`` path, see ``experiments/bench_single.py``).
+:class:`SparseOp` builds it once, or reuses ``Ahat`` itself when ``Ahat`` is symmetric (GCN normalisation of
+an undirected graph); chunk blocks with external columns and mean aggregation keep a transpose.
+
+Two backends run the same math (:mod:`gnnpipe.kernels`): torch's ``torch.sparse.mm`` on CSR tensors, or the
+C++ row kernels of ``gnnpipe._C`` (csrc/: OpenMP over rows, vectorised over features, int32 indices) for CPU
+float32/float64 tensors, about 2x faster (``experiments/bench_kernels.py``).
+Dropout saves a bool keep-mask (1 byte per element) for its backward instead of a float one.
 """
 
 from __future__ import annotations
@@ -13,8 +18,13 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from torch.autograd.function import once_differentiable
 
-__all__ = ["SparseOp", "RowCtx", "keyed_generator", "init_linear_"]
+from gnnpipe import kernels
+
+__all__ = ["SparseOp", "RowCtx", "keyed_generator", "init_linear_", "masked_scale"]
+
+_INT32_MAX = 2**31 - 1
 
 
 def _csr(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -34,7 +44,12 @@ def _transpose_csr(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Te
     return t_indptr, t_indices, t_values
 
 
+_Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (indptr int64, indices, values)
+
+
 class _SpMM(torch.autograd.Function):
+    """torch backend: ``A @ z`` with ``A^T`` given (not rebuilt by autograd)."""
+
     @staticmethod
     def forward(ctx, z: torch.Tensor, a: torch.Tensor, at: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.at = at
@@ -45,37 +60,97 @@ class _SpMM(torch.autograd.Function):
         return torch.sparse.mm(ctx.at, grad.contiguous()), None, None
 
 
+class _NativeSpMM(torch.autograd.Function):
+    """native backend: ``A @ z`` and ``A^T @ grad`` by the CSR row kernel of gnnpipe._C."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, a: _Arrays, at: _Arrays, num_rows: int, num_cols: int):  # type: ignore[override]
+        ctx.mod, ctx.at, ctx.num_cols = kernels.native(), at, num_cols
+        return ctx.mod.spmm(*a, z.contiguous(), num_rows)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return ctx.mod.spmm(*ctx.at, grad.contiguous(), ctx.num_cols), None, None, None, None
+
+
 class SparseOp:
     """A fixed sparse matrix ``A: [R, K]`` applied as ``A @ z`` (``z: [K, d]`` -> ``[R, d]``), differentiable in z.
 
-    Built from CSR arrays (values in float64; cast once per dtype/device on first use).
+    Built from CSR arrays (values in float64; cast once per dtype/device on first use). ``A^T`` (for the
+    backward) is built once; when ``A`` is square and equal to its transpose, ``A`` serves as both.
     """
 
     def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, num_cols: int):
         self.shape = (int(indptr.numel() - 1), int(num_cols))
         self._arrays = (indptr.to(torch.int64), indices.to(torch.int64), values.to(torch.float64))
+        self._t: _Arrays | None = None  # transpose (int64/float64), None until needed
+        self._symmetric: bool | None = None
         self._built: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._native: dict[torch.dtype, tuple[_Arrays, _Arrays]] = {}
 
     @property
     def nnz(self) -> int:
         return int(self._arrays[1].numel())
 
+    @property
+    def symmetric(self) -> bool:
+        """Whether ``A == A^T`` exactly (then the backward reuses ``A``)."""
+        self._transposed()
+        assert self._symmetric is not None
+        return self._symmetric
+
+    def _transposed(self) -> _Arrays:
+        """``A^T`` as int64/float64 CSR arrays; ``self._arrays`` itself when ``A`` is symmetric."""
+        if self._t is None:
+            indptr, indices, values = self._arrays
+            t = _transpose_csr(indptr, indices, values, self.shape[1])
+            self._symmetric = (
+                self.shape[0] == self.shape[1]
+                and torch.equal(t[0], indptr)
+                and torch.equal(t[1], indices)
+                and torch.equal(t[2], values)
+            )
+            self._t = self._arrays if self._symmetric else t
+        return self._t
+
     def matrices(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """torch backend: ``(A, A^T)`` as sparse CSR tensors (the same tensor twice when symmetric)."""
         key = (dtype, device)
         if key not in self._built:
             indptr, indices, values = self._arrays
-            t = _transpose_csr(indptr, indices, values, self.shape[1])
+            t = self._transposed()
             a = _csr(indptr, indices, values.to(dtype), self.shape).to(device)
-            at = _csr(t[0], t[1], t[2].to(dtype), (self.shape[1], self.shape[0])).to(device)
+            at = a if self._symmetric else _csr(t[0], t[1], t[2].to(dtype), (self.shape[1], self.shape[0])).to(device)
             self._built[key] = (a, at)
         return self._built[key]
+
+    def native_arrays(self, dtype: torch.dtype) -> tuple[_Arrays, _Arrays]:
+        """native backend: ``(A, A^T)`` as (indptr int64, indices int32 where they fit, values in ``dtype``)."""
+        if dtype not in self._native:
+
+            def compact(arrays: _Arrays, num_cols: int) -> _Arrays:
+                indptr, indices, values = arrays
+                idx_dtype = torch.int32 if num_cols <= _INT32_MAX else torch.int64
+                return indptr.contiguous(), indices.to(idx_dtype).contiguous(), values.to(dtype).contiguous()
+
+            a = compact(self._arrays, self.shape[1])
+            t = self._transposed()
+            self._native[dtype] = (a, a if self._symmetric else compact(t, self.shape[0]))
+        return self._native[dtype]
 
     def __matmul__(self, z: torch.Tensor) -> torch.Tensor:
         if z.shape[0] != self.shape[1]:
             raise ValueError(f"aggregation input has {z.shape[0]} rows, operator expects {self.shape[1]}")
-        a, at = self.matrices(z.dtype, z.device)
         if self.nnz == 0:
             return z.new_zeros(self.shape[0], z.shape[1])
+        native = kernels.native_ok(z)
+        if native is not None:
+            a, at = self.native_arrays(z.dtype)
+            if z.requires_grad and torch.is_grad_enabled():
+                return _NativeSpMM.apply(z, a, at, self.shape[0], self.shape[1])
+            return native.spmm(*a, z.contiguous(), self.shape[0])
+        a, at = self.matrices(z.dtype, z.device)
         if z.requires_grad:
             return _SpMM.apply(z, a, at)
         return torch.sparse.mm(a, z)
@@ -86,6 +161,12 @@ class SparseOp:
             raise ValueError(f"gradient has {g.shape[0]} rows, operator has {self.shape[0]}")
         if self.nnz == 0:
             return g.new_zeros(self.shape[1], g.shape[1])
+        native = kernels.native_ok(g)
+        if native is not None:
+            a, at = self.native_arrays(g.dtype)
+            if g.requires_grad and torch.is_grad_enabled():
+                return _NativeSpMM.apply(g, at, a, self.shape[1], self.shape[0])
+            return native.spmm(*at, g.contiguous(), self.shape[1])
         _, at = self.matrices(g.dtype, g.device)
         return torch.sparse.mm(at, g.contiguous())
 
@@ -116,17 +197,44 @@ class RowCtx:
     segments: tuple[tuple[int, int], ...] = ()
 
     def _mask(self, chunk: int, shape: tuple[int, ...], p: float, site: int) -> torch.Tensor:
+        """Keep-mask (bool) of one chunk: the elements whose uniform draw is >= p."""
         g = keyed_generator(self.seed, self.epoch, site, chunk)
-        return torch.rand(shape, generator=g, dtype=torch.float32).ge_(p)
+        return torch.rand(shape, generator=g, dtype=torch.float32) >= p
+
+    def keep_mask(self, shape: tuple[int, ...], p: float, site: int) -> torch.Tensor:
+        """Bool keep-mask ``[rows, ...]`` of dropout site ``site`` for these rows (CPU)."""
+        if self.segments:
+            return torch.cat([self._mask(c, (n, *shape[1:]), p, site) for c, n in self.segments])
+        return self._mask(self.chunk, tuple(shape), p, site)
 
     def dropout(self, x: torch.Tensor, p: float, site: int) -> torch.Tensor:
         if not self.training or p == 0.0:
             return x
-        if self.segments:
-            keep = torch.cat([self._mask(c, (n, *x.shape[1:]), p, site) for c, n in self.segments])
-        else:
-            keep = self._mask(self.chunk, tuple(x.shape), p, site)
-        return x * keep.to(device=x.device, dtype=x.dtype).mul_(1.0 / (1.0 - p))
+        keep = self.keep_mask(tuple(x.shape), p, site).to(x.device)
+        return _Dropout.apply(x, keep, 1.0 / (1.0 - p))
+
+
+def masked_scale(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x * (keep ? scale : 0)`` with ``keep`` bool, rounded exactly as ``x * (keep.to(x.dtype) * scale)``."""
+    native = kernels.native_ok(x)
+    if native is not None:
+        return native.masked_scale(x, keep, scale)
+    return x.mul(keep).mul_(scale)  # (x * 1) * s == x * s and (x * 0) * s == x * 0: same bits
+
+
+class _Dropout(torch.autograd.Function):
+    """Dropout with a given keep-mask; saves the bool mask (1 byte/element), not a float one."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return masked_scale(x, keep, scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (keep,) = ctx.saved_tensors
+        return masked_scale(grad, keep, ctx.scale), None, None
 
 
 def init_linear_(weight: torch.Tensor, bias: torch.Tensor | None, scheme: str, g: torch.Generator) -> None:

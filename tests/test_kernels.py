@@ -1,0 +1,275 @@
+"""Aggregation and dropout kernels: both backends (torch, native gnnpipe._C) against a dense reference.
+
+Operators cover the shapes the engine builds: empty rows, isolated vertices, power-law hubs, symmetric GCN
+normalisation (backward reuses A) and rectangular chunk blocks with external columns (backward uses A^T).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gnnpipe import kernels
+from gnnpipe.data.graph import Graph, csr_from_edges
+from gnnpipe.models.ops import RowCtx, SparseOp, keyed_generator
+
+HAS_NATIVE = kernels._import_native()[0] is not None
+BACKENDS = [
+    "torch",
+    pytest.param("native", marks=pytest.mark.skipif(not HAS_NATIVE, reason="gnnpipe._C not built")),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    with kernels.use(request.param) as b:
+        assert b.name == request.param
+        yield request.param
+
+
+def _op(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, num_cols: int) -> SparseOp:
+    return SparseOp(indptr, indices, values, num_cols)
+
+
+def _dense(op: SparseOp) -> torch.Tensor:
+    indptr, indices, values = op._arrays
+    rows = torch.repeat_interleave(torch.arange(op.shape[0]), indptr[1:] - indptr[:-1])
+    a = torch.zeros(op.shape, dtype=torch.float64)
+    a.index_put_((rows, indices), values, accumulate=True)
+    return a
+
+
+def random_block(rows: int, cols: int, nnz: int, seed: int, *, empty_every: int = 5, hub: bool = True) -> SparseOp:
+    """A ``[rows, cols]`` operator: every ``empty_every``-th row empty, columns past ``cols // 2`` are
+    'external' (few reads), and (``hub``) one row and one column with many nonzeros (power-law hubs)."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randint(0, rows, (nnz,), generator=g)
+    c = torch.randint(0, cols, (nnz,), generator=g)
+    if hub:
+        r = torch.cat([r, torch.zeros(nnz // 2, dtype=torch.int64), torch.arange(rows)])
+        c = torch.cat([c, torch.randint(0, cols, (nnz // 2,), generator=g), torch.full((rows,), cols - 1)])
+    keep = r % empty_every != 1
+    indptr, indices = csr_from_edges(c[keep], r[keep], rows)  # rows are "destinations"
+    values = torch.rand(indices.numel(), generator=g, dtype=torch.float64) + 0.1
+    return _op(indptr, indices, values, cols)
+
+
+def gcn_operator(n: int, e: int, seed: int) -> SparseOp:
+    """Symmetric GCN normalisation of an undirected random graph with isolated vertices."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, n // 2, (e,), generator=g) * 2  # odd vertices are isolated (self-loop only)
+    dst = torch.randint(0, n // 2, (e,), generator=g) * 2
+    graph = Graph.from_edges(
+        "t", src, dst, torch.zeros(n, 1), torch.zeros(n, dtype=torch.int64), *[torch.zeros(n, dtype=torch.bool)] * 3, 1
+    ).to_undirected()
+    return _op(*graph.norm_values("gcn"), n)
+
+
+OPERATORS = {
+    "square": lambda: random_block(50, 50, 300, seed=1),
+    "external_cols": lambda: random_block(30, 70, 200, seed=2),  # a chunk block: more columns than rows
+    "tall": lambda: random_block(70, 20, 200, seed=3),
+    "all_empty_but_one": lambda: random_block(40, 40, 2, seed=4, empty_every=1, hub=False),
+    "gcn_symmetric": lambda: gcn_operator(60, 150, seed=5),
+}
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+@pytest.mark.parametrize("d", [1, 5, 16, 37, 64, 130])
+def test_forward_and_transpose_match_dense(backend, name, d):
+    op = OPERATORS[name]()
+    a = _dense(op)
+    g = torch.Generator().manual_seed(d)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        z = torch.randn(op.shape[1], d, generator=g, dtype=torch.float64)
+        y = torch.randn(op.shape[0], d, generator=g, dtype=torch.float64)
+        torch.testing.assert_close((op @ z.to(dtype)).double(), a @ z, rtol=tol, atol=tol)
+        torch.testing.assert_close(op.t_matmul(y.to(dtype)).double(), a.t() @ y, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+def test_gradcheck_float64(backend, name):
+    op = OPERATORS[name]()
+    z = torch.randn(op.shape[1], 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: op @ t, (z,))
+    y = torch.randn(op.shape[0], 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: op.t_matmul(t), (y,))
+
+
+def test_non_contiguous_input_and_no_grad(backend):
+    op = OPERATORS["external_cols"]()
+    z = torch.randn(9, op.shape[1], dtype=torch.float64).t()  # [K, 9], not contiguous
+    torch.testing.assert_close(op @ z, _dense(op) @ z)
+    with torch.no_grad():
+        torch.testing.assert_close(op @ z.requires_grad_(), _dense(op) @ z.detach())
+
+
+def test_empty_operator_and_empty_rows(backend):
+    op = _op(torch.zeros(4, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), torch.zeros(0), 6)
+    assert torch.equal(op @ torch.ones(6, 3), torch.zeros(3, 3))
+    assert torch.equal(op.t_matmul(torch.ones(3, 2)), torch.zeros(6, 2))
+    none = _op(torch.zeros(1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), torch.zeros(0), 5)
+    assert (none @ torch.ones(5, 2)).shape == (0, 2)
+
+
+def test_large_powerlaw_operator_parallel_path(backend):
+    """Big enough for the threaded path of the native kernel (balanced parts, hub rows)."""
+    n = 3000
+    g = torch.Generator().manual_seed(0)
+    w = torch.arange(1, n + 1, dtype=torch.float64).pow(-1.2)  # power-law column and row popularity
+    c = torch.multinomial(w, 40 * n, replacement=True, generator=g)
+    r = torch.multinomial(w, 40 * n, replacement=True, generator=g)
+    indptr, indices = csr_from_edges(c, r, n)
+    op = _op(indptr, indices, torch.rand(indices.numel(), generator=g, dtype=torch.float64), n)
+    z = torch.randn(n, 48, generator=g, dtype=torch.float64, requires_grad=True)
+    a = _dense(op)
+    out = op @ z
+    torch.testing.assert_close(out, a @ z.detach(), rtol=1e-12, atol=1e-12)
+    gy = torch.randn_like(out)
+    out.backward(gy)
+    torch.testing.assert_close(z.grad, a.t() @ gy, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not HAS_NATIVE, reason="gnnpipe._C not built")
+def test_backends_agree_float32():
+    op = gcn_operator(400, 3000, seed=9)
+    z = torch.randn(400, 128)
+    with kernels.use("torch"):
+        ref = op @ z
+    with kernels.use("native"):
+        out = op @ z
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_symmetric_operator_reuses_itself():
+    sym = OPERATORS["gcn_symmetric"]()
+    assert sym.symmetric
+    a, at = sym.matrices(torch.float32, torch.device("cpu"))
+    assert a is at
+    na, nat = sym.native_arrays(torch.float32)
+    assert na is nat and na[1].dtype == torch.int32 and na[2].dtype == torch.float32
+    for name in ("square", "external_cols", "tall"):
+        op = OPERATORS[name]()
+        assert not op.symmetric
+        a, at = op.native_arrays(torch.float64)
+        assert a is not at and at[0].numel() == op.shape[1] + 1
+
+
+def test_mean_aggregation_is_not_symmetric():
+    g = torch.Generator().manual_seed(0)
+    src, dst = torch.randint(0, 20, (60,), generator=g), torch.randint(0, 20, (60,), generator=g)
+    graph = Graph.from_edges(
+        "t",
+        src,
+        dst,
+        torch.zeros(20, 1),
+        torch.zeros(20, dtype=torch.int64),
+        *[torch.zeros(20, dtype=torch.bool)] * 3,
+        1,
+    ).to_undirected()
+    assert SparseOp(*graph.norm_values("gcn"), 20).symmetric
+    assert not SparseOp(*graph.norm_values("mean"), 20).symmetric
+
+
+# ---------------------------------------------------------------------------------------------- dropout
+def _old_dropout(ctx: RowCtx, x: torch.Tensor, p: float, site: int) -> torch.Tensor:
+    """The float-mask dropout these kernels replaced: the masks and values must stay bit-identical."""
+
+    def mask(chunk, shape):
+        return torch.rand(shape, generator=keyed_generator(ctx.seed, ctx.epoch, site, chunk), dtype=torch.float32).ge_(
+            p
+        )
+
+    if ctx.segments:
+        keep = torch.cat([mask(c, (n, *x.shape[1:])) for c, n in ctx.segments])
+    else:
+        keep = mask(ctx.chunk, tuple(x.shape))
+    return x * keep.to(device=x.device, dtype=x.dtype).mul_(1.0 / (1.0 - p))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.6, 0.85])
+def test_dropout_bit_identical_to_float_mask(backend, dtype, p):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(37, 19, generator=g, dtype=dtype)
+    x[0, 0], x[1, 1], x[2, 2] = float("inf"), float("nan"), -0.0
+    for ctx in (
+        RowCtx(training=True, seed=4, epoch=3, chunk=2),
+        RowCtx(training=True, seed=4, epoch=3, segments=((5, 10), (1, 20), (7, 7))),
+    ):
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        new, old = ctx.dropout(xa, p, site=11), _old_dropout(ctx, xb, p, site=11)
+        assert torch.equal(new.isnan(), old.isnan())
+        assert torch.equal(new.nan_to_num().view(-1).view(torch.uint8), old.nan_to_num().view(-1).view(torch.uint8))
+        gy = torch.randn(x.shape, generator=g, dtype=dtype)
+        new.backward(gy)
+        old.backward(gy)
+        assert torch.equal(xa.grad.view(torch.uint8), xb.grad.view(torch.uint8))
+
+
+def test_dropout_saves_a_byte_mask(backend):
+    saved: list[torch.Tensor] = []
+    x = torch.randn(64, 32, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = RowCtx(training=True, seed=1).dropout(x, 0.5, site=0)
+    assert [t.dtype for t in saved] == [torch.bool] and saved[0].element_size() == 1
+    y.sum().backward()
+    assert set(x.grad.unique().tolist()) <= {0.0, 2.0}
+
+
+def test_dropout_eval_and_p0_are_identity():
+    x = torch.randn(4, 3)
+    assert RowCtx(training=False).dropout(x, 0.5, site=0) is x
+    assert RowCtx(training=True).dropout(x, 0.0, site=0) is x
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def test_use_restores_previous_backend():
+    before = kernels.backend()
+    with kernels.use("torch") as b:
+        assert b.name == "torch" and kernels.native() is None
+    assert kernels.backend() == before
+
+
+def test_missing_extension_falls_back_or_errors(monkeypatch):
+    monkeypatch.setattr(kernels, "_import_result", (None, "gnnpipe._C not importable (test)"))
+    with kernels.use("auto") as b:
+        assert b.name == "torch" and "not importable (test)" in b.reason
+        op = OPERATORS["square"]()
+        z = torch.randn(50, 4, dtype=torch.float64)
+        torch.testing.assert_close(op @ z, _dense(op) @ z)
+    with pytest.raises(kernels.KernelError, match="native kernels but gnnpipe._C not importable"):
+        with kernels.use("native"):
+            pass
+    with pytest.raises(kernels.KernelError, match="allowed: auto, torch, native"):
+        with kernels.use("fast"):
+            pass
+
+
+def _resolve_from_env(monkeypatch, value: str) -> str:
+    monkeypatch.setenv(kernels.ENV, value)
+    monkeypatch.setattr(kernels, "_forced", None)
+    monkeypatch.setattr(kernels, "_resolved", None)
+    return kernels.describe()
+
+
+def test_env_selects_backend(monkeypatch):
+    assert _resolve_from_env(monkeypatch, "torch") == "kernels: torch: forced by GNNPIPE_KERNELS=torch"
+    line = _resolve_from_env(monkeypatch, "")
+    assert line.startswith("kernels: native" if HAS_NATIVE else "kernels: torch: gnnpipe._C not importable")
+    if HAS_NATIVE:
+        assert _resolve_from_env(monkeypatch, "Native").endswith("forced by GNNPIPE_KERNELS=native")
+    assert _resolve_from_env(monkeypatch, "bogus").startswith("kernels: error: GNNPIPE_KERNELS=bogus: 'bogus' is not")
+
+
+def test_info_prints_the_backend():
+    env = {**os.environ, kernels.ENV: "torch"}
+    r = subprocess.run(
+        [sys.executable, "-m", "gnnpipe", "info"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert r.returncode == 0, r.stderr
+    assert "kernels: torch: forced by GNNPIPE_KERNELS=torch" in r.stdout
