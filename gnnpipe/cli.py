@@ -1,4 +1,4 @@
-"""Command line: ``gnnpipe train | partition | info`` (also ``python -m gnnpipe``).
+"""Command line: ``gnnpipe train | partition | profile | schedule | config | world-size | info``.
 
 The only module that parses argv. User errors (bad config, bad data) print one clear line and exit 2,
 never a traceback.
@@ -135,8 +135,28 @@ def _add_plan_flags(p: argparse.ArgumentParser) -> None:
 
 def _cmd_world_size(args: argparse.Namespace) -> int:
     from gnnpipe.config import load_config
+    from gnnpipe.parallel.dims import ParallelDims
 
-    print(load_config(args.config, args.overrides).parallel.world_size)
+    print(ParallelDims.from_config(load_config(args.config, args.overrides)).world_size)
+    return 0
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from gnnpipe.config import ConfigError, load_config
+    from gnnpipe.parallel.schedule import schedule_tables
+
+    cfg = load_config(args.config, args.overrides)
+    if args.epoch < 0 or args.epoch >= cfg.train.epochs:
+        raise ConfigError(f"--epoch {args.epoch}: allowed 0 .. train.epochs - 1 ({cfg.train.epochs - 1})")
+    costs = None
+    if cfg.parallel.chunk_order == "degree":  # the order depends on the chunks' in-edges: needs the plan
+        from gnnpipe.data import load_graph
+        from gnnpipe.train.run import plan_for
+
+        graph = load_graph(cfg.dataset)
+        plan = plan_for(cfg, graph)
+        costs = plan.block_counts.sum(1).view(plan.num_ways, plan.chunks_per_way).sum(0)
+    print(schedule_tables(cfg, epoch=args.epoch, costs=costs, evaluation=args.eval))
     return 0
 
 
@@ -183,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("world-size", help="print ways*stages of a config (used by launch.sh)")
     _add_config_args(p)
     p.set_defaults(func=_cmd_world_size)
+
+    p = sub.add_parser("schedule", help="print every worker's action table for one epoch: exactly what runs")
+    _add_config_args(p)
+    p.add_argument("--epoch", type=int, default=0, help="which epoch (the chunk order changes per epoch)")
+    p.add_argument("--eval", action="store_true", help="also print the evaluation schedule")
+    p.set_defaults(func=_cmd_schedule)
 
     p = sub.add_parser("config", help="print the resolved config as YAML, or (--explain) every key described")
     _add_config_args(p, required=False)

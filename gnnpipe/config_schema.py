@@ -106,8 +106,8 @@ class ParallelConfig:
     history_momentum: float = opt(0.0, "smooth the history snapshot: H = m H + (1-m) Z, m in [0, 1)")
     recompute: bool = opt(
         False,
-        "per-chunk activation rematerialisation: keep only each chunk's stage input and recompute its forward "
-        "during backward (less memory, ~1 extra forward)",
+        "per-chunk activation rematerialisation: keep each chunk's stage input and each layer's aggregation "
+        "result, recompute the rest during backward (less memory, ~1 extra forward without aggregation)",
     )
     timeout_s: float = opt(120.0, "seconds any transfer may wait before the run fails")
 

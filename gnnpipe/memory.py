@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["MemoryProbe", "current_bytes", "peak_bytes", "reset_peak", "tensor_bytes"]
+__all__ = ["MemoryProbe", "SavedTensors", "current_bytes", "peak_bytes", "reset_peak", "tensor_bytes", "tune_allocator"]
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -99,3 +99,57 @@ class MemoryProbe:
     def peak_growth(self) -> int:
         """Largest phase peak so far (growth over the baseline)."""
         return max((r["peak_growth"] for r in self.phases.values()), default=0)
+
+
+class SavedTensors:
+    """Bytes autograd saves for backward while active (``with counter:``), one count per storage.
+
+    ``bytes`` is the sum over distinct storages packed by autograd; ``mask_bytes`` the part in bool/uint8
+    tensors (dropout masks). Read them at the end of the forward, when everything saved is alive.
+    """
+
+    def __init__(self) -> None:
+        self.storages: dict[int, tuple[int, bool]] = {}
+        self._ctx = None
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        self.storages[s.data_ptr()] = (s.nbytes(), t.dtype in (torch.bool, torch.uint8))
+        return t
+
+    def __enter__(self) -> SavedTensors:
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ctx.__exit__(*exc)
+
+    def add(self, *tensors: torch.Tensor | None) -> None:
+        """Count tensors kept outside autograd (e.g. a recomputing stage's saved inputs) the same way."""
+        for t in tensors:
+            if t is not None:
+                self._pack(t)
+
+    @property
+    def bytes(self) -> int:
+        return sum(n for n, _ in self.storages.values())
+
+    @property
+    def mask_bytes(self) -> int:
+        return sum(n for n, is_mask in self.storages.values() if is_mask)
+
+
+def tune_allocator(mmap_threshold: int = 1 << 16) -> bool:
+    """Serve every allocation of ``mmap_threshold`` bytes or more with its own mapping (glibc ``mallopt``), so
+    memory freed between chunks and layers goes back to the system at once. glibc's default raises the
+    threshold after the first large free, after which freed activation buffers stay in the heap and the
+    resident size only grows. False where not glibc (then nothing changes)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_threshold = -3
+        return bool(libc.mallopt(m_mmap_threshold, int(mmap_threshold)))
+    except (OSError, AttributeError):
+        return False

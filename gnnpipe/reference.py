@@ -18,6 +18,7 @@ from gnnpipe.data.graph import Graph
 from gnnpipe.models.deep import build_model, chunk_loss
 from gnnpipe.models.ops import RowCtx, SparseOp
 from gnnpipe.parallel.blocks import in_neighbours, ranges_to_index, sub_operator
+from gnnpipe.parallel.dims import ParallelDims
 from gnnpipe.parallel.history import History
 from gnnpipe.parallel.schedule import position_order
 from gnnpipe.partition.chunker import ChunkPlan
@@ -44,9 +45,13 @@ def _push_to(hist: History, layer: int, targets: torch.Tensor, fresh: torch.Tens
     """Gradient hook of the ext rows: push ``scale`` x the gradient of the fresh reads to their sources."""
 
     def hook(g: torch.Tensor) -> None:
-        hist.push(layer, targets, scale * g[fresh])
+        hist.add_grad(layer, targets, scale * g[fresh])
 
     return hook
+
+
+def _plus(g: torch.Tensor, pending: torch.Tensor | None) -> torch.Tensor:
+    return g if pending is None else g + pending
 
 
 class Reference(WholeModelExecutor):
@@ -54,7 +59,8 @@ class Reference(WholeModelExecutor):
 
     def __init__(self, cfg: ExperimentConfig, graph: Graph, plan: ChunkPlan):
         p = cfg.parallel
-        if plan.num_chunks != p.chunks or plan.num_ways != p.ways:
+        dims = ParallelDims.from_config(cfg)
+        if plan.num_chunks != dims.chunks or plan.num_ways != dims.ways:
             raise ValueError(
                 f"plan has (chunks={plan.num_chunks}, ways={plan.num_ways}), config ({p.chunks}, {p.ways})"
             )
@@ -71,9 +77,9 @@ class Reference(WholeModelExecutor):
         self.device = torch.device("cpu")
         self.x = g.x.to(self.dtype)
         self.num_train = int(g.train_mask.sum())
-        self.per_way = plan.chunks_per_way
-        self.groups = [self._group([w * self.per_way + j for w in range(p.ways)]) for j in range(self.per_way)]
-        self.exact_group = self._group(list(range(p.chunks)))
+        self.per_way = dims.chunks_per_way
+        self.groups = [self._group([w * self.per_way + j for w in range(dims.ways)]) for j in range(self.per_way)]
+        self.exact_group = self._group(list(range(dims.chunks)))
         self.hist = History(
             g.num_nodes,
             self.model.dims().agg_widths,
@@ -85,7 +91,7 @@ class Reference(WholeModelExecutor):
         self.optimizer = make_optimizer(list(self.model.parameters()), cfg, self.model)
         self.record_grads = False
         self.last_grads: dict[str, torch.Tensor] = {}
-        self.costs = plan.block_counts.sum(1).view(p.ways, self.per_way).sum(0)
+        self.costs = plan.block_counts.sum(1).view(dims.ways, self.per_way).sum(0)
 
     def _group(self, chunks: list[int]) -> _Group:
         plan, g = self.plan, self.graph
@@ -115,8 +121,8 @@ class Reference(WholeModelExecutor):
         fresh_ext = grp.ext[fresh]
         for k, layer in enumerate(self.model.layers):
             z, r = layer.pre(h, ctx)
-            self.hist.write(k, grp.rows, z.detach())
-            z.register_hook(lambda g, k=k, rows=grp.rows: g + self.hist.pending(k, rows))
+            self.hist.push(k, grp.rows, z.detach())
+            z.register_hook(lambda g, k=k, rows=grp.rows: _plus(g, self.hist.grad_of(k, rows)))
             e = self.hist.pull(k, grp.ext, fresh).requires_grad_()
             e.register_hook(_push_to(self.hist, k, fresh_ext, fresh, scale))
             h = layer.post(grp.a_in @ z + grp.a_ext @ e, r, h0, ctx)

@@ -6,34 +6,45 @@ import os
 import signal
 
 
-def run_engine_configs(cfg_dicts: list[dict], epochs: int) -> list[dict]:
+def run_engine_configs(cfg_dicts: list[dict], epochs: int, record_actions: bool = False) -> list[dict]:
     """Train each config for ``epochs`` epochs on this worker; return losses, grads, weights, bytes, accuracy."""
     from gnnpipe.config import config_from_dict
     from gnnpipe.data import load_graph
-    from gnnpipe.parallel.comm import Comm, Topology
+    from gnnpipe.parallel.comm import Comm
+    from gnnpipe.parallel.dims import ParallelDims
     from gnnpipe.parallel.engine import Engine
+    from gnnpipe.profile.volumes import volume_of
     from gnnpipe.train.run import shared_plan
 
     graphs: dict = {}
     out, comm = [], None
     for d in cfg_dicts:
         cfg = config_from_dict(d)
-        p = cfg.parallel
-        comm = Comm.init(Topology(p.ways, p.stages), timeout_s=60)
+        comm = Comm.init(ParallelDims.from_config(cfg), timeout_s=60)
         key = repr(cfg.dataset)
         graph = graphs[key] = graphs.get(key) or load_graph(cfg.dataset)
-        eng = Engine(cfg, graph, shared_plan(cfg, graph, comm), comm)
+        plan = shared_plan(cfg, graph, comm)
+        eng = Engine(cfg, plan.permute(graph), plan, comm)
         eng.record_grads = True
+        eng.executed = [] if record_actions else None
+        comm.log = [] if record_actions else None
         losses = [eng.train_epoch(e).loss for e in range(epochs)]
+        vol = volume_of(cfg, graph, plan)
         params = {n: q.detach().clone() for n, q in eng.named_stage_parameters().items()}
         out.append(
             {
                 "losses": losses,
                 "grads": eng.last_grads,
                 "params": params,
-                "bytes": eng.comm_bytes_per_epoch(),
+                "bytes": {
+                    "measured": eng.comm_bytes_per_epoch(),
+                    "analytic": {"layer": vol.layer, "graph": vol.graph, "weight": vol.weight},
+                },
                 "acc": eng.evaluate(),
                 "memory": eng.memory_report(),
+                "executed": [str(a) for a in eng.executed] if record_actions else None,
+                "comm_log": list(comm.log) if record_actions else None,
+                "orders": [eng.schedule(e)[1] for e in range(epochs)],
             }
         )
     if comm is not None:
@@ -51,15 +62,15 @@ def train_then_die(cfg_dict: dict, victim: int, die_at_epoch: int) -> str:
     ex = make_executor(cfg)
     assert isinstance(ex, Engine)
     if ex.comm.rank == victim:
-        real_forward = ex._forward
+        real_pre = ex.steps.pre
         state = {"epoch": 0}
 
-        def forward(*a, **k):
+        def pre(*a, **k):
             if state["epoch"] == die_at_epoch:
                 os.kill(os.getpid(), signal.SIGKILL)
-            return real_forward(*a, **k)
+            return real_pre(*a, **k)
 
-        ex._forward = forward
+        ex.steps.pre = pre
     for e in range(1000):
         if ex.comm.rank == victim:
             state["epoch"] = e

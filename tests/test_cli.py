@@ -139,3 +139,22 @@ def test_config_user_errors(argv, fragment, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("gnnpipe config: error:") and fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_schedule_prints_every_workers_actions(capsys):
+    """``gnnpipe schedule`` prints, per worker, the actions the engine executes (tests/test_engine.py checks
+    the engine runs exactly these)."""
+    assert main(["schedule", "--config", "experiments/configs/cora_gcnii32_pipe4.yaml", "--epoch", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("epoch 3: 1 way(s) x 4 stage(s), 16 chunks; order [")
+    assert out.count(": 578 actions") == 4  # 16 chunks x (8 layers x 2 + 2) x 2 + reduce_loss + step
+    assert "rank 3 (way 0, stage 3, layers 24-31)" in out and "epoch end: reduce_loss step" in out
+
+
+def test_schedule_of_a_hybrid_has_halo_and_allreduce(capsys):
+    argv = ["schedule", "--config", "experiments/configs/default.yaml", "parallel.ways=2", "parallel.recompute=true"]
+    assert main([*argv, "--eval"]) == 0
+    out = capsys.readouterr().out
+    assert "halo0" in out and "halo_b0" in out and "recompute" in out and "allreduce" in out and "eval:" in out
+    assert main(["schedule", "--config", "experiments/configs/default.yaml", "--epoch", "999"]) == 2
+    assert "--epoch 999" in capsys.readouterr().err

@@ -7,7 +7,8 @@ import time
 import pytest
 from dist_workers import train_then_die
 
-from gnnpipe.parallel.comm import CommError, Topology
+from gnnpipe.parallel.comm import CommError
+from gnnpipe.parallel.dims import ParallelDims
 from gnnpipe.parallel.spawn import run_workers
 
 CFG = {
@@ -18,11 +19,11 @@ CFG = {
 }
 
 
-def test_topology_rank_layout():
-    topo = Topology(ways=3, stages=4)
-    assert topo.world_size == 12
-    assert [topo.rank(w, s) for w in range(3) for s in range(4)] == list(range(12))
-    assert topo.coords(6) == (1, 2)
+def test_rank_layout():
+    dims = ParallelDims(ways=3, stages=4, chunks=6, layer_counts=(2, 2, 1, 1))
+    assert dims.world_size == 12
+    assert [dims.rank(w, s) for w in range(3) for s in range(4)] == list(range(12))
+    assert dims.coords(6) == (1, 2)
 
 
 def test_killed_worker_makes_every_other_worker_exit_naming_it(tmp_path, monkeypatch):
@@ -45,4 +46,4 @@ def test_workers_refuse_a_world_that_does_not_match_the_config(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(CommError, match="launched with 3 worker"):
-        Comm.init(Topology(ways=2, stages=2))
+        Comm.init(ParallelDims(ways=2, stages=2, chunks=2, layer_counts=(1, 1)))

@@ -16,6 +16,8 @@ from dist_workers import run_engine_configs
 
 from gnnpipe.config import config_from_dict
 from gnnpipe.data import load_graph
+from gnnpipe.parallel.dims import ParallelDims
+from gnnpipe.parallel.schedule import COMM_OPS, Action, Op, eval_schedule, worker_schedule
 from gnnpipe.parallel.spawn import run_workers
 from gnnpipe.reference import Reference
 from gnnpipe.train.executor import SingleDeviceExecutor
@@ -90,9 +92,9 @@ def plan_cache(tmp_path_factory):
         os.environ["GNNPIPE_CACHE"] = old
 
 
-def run_group(world: int, configs: list[dict]) -> list[list[dict]]:
+def run_group(world: int, configs: list[dict], record_actions: bool = False) -> list[list[dict]]:
     """Results indexed [config][rank]."""
-    per_rank = [r.value for r in run_workers(run_engine_configs, world, configs, EPOCHS, timeout_s=600)]
+    per_rank = [r.value for r in run_workers(run_engine_configs, world, configs, EPOCHS, record_actions, timeout_s=600)]
     return [[per_rank[r][i] for r in range(world)] for i in range(len(configs))]
 
 
@@ -100,18 +102,27 @@ def run_group(world: int, configs: list[dict]) -> list[list[dict]]:
 @pytest.mark.parametrize("chunks", [4, 9, 16])
 def test_single_stage_pipeline_equals_reference(chunks):
     """S = 1, W = 1 with many chunks: the engine runs in-process (no process group)."""
-    from gnnpipe.parallel.comm import Comm, Topology
+    from gnnpipe.parallel.comm import Comm
+    from gnnpipe.parallel.dims import ParallelDims
     from gnnpipe.parallel.engine import Engine
 
-    d = cfg_dict("gcnii", 1, 1, chunks)
-    cfg = config_from_dict(d)
-    graph = graph_of(cfg)
-    eng = Engine(cfg, graph, plan_for(cfg, graph), Comm.init(Topology(1, 1)))
-    eng.record_grads = True
-    losses = [eng.train_epoch(e).loss for e in range(EPOCHS)]
-    params = {n: q.detach().clone() for n, q in eng.named_stage_parameters().items()}
-    res = {"losses": losses, "grads": eng.last_grads, "params": params, "bytes": eng.comm_bytes_per_epoch()}
-    assert_equal_to_reference(d, [res])
+    for recompute in (False, True):
+        d = cfg_dict("gcnii", 1, 1, chunks, recompute=recompute)
+        cfg = config_from_dict(d)
+        graph = graph_of(cfg)
+        plan = plan_for(cfg, graph)
+        eng = Engine(cfg, plan.permute(graph), plan, Comm.init(ParallelDims.from_config(cfg)))
+        eng.record_grads = True
+        losses = [eng.train_epoch(e).loss for e in range(EPOCHS)]
+        params = {n: q.detach().clone() for n, q in eng.named_stage_parameters().items()}
+        zero = {"layer": 0, "graph": 0, "weight": 0}
+        res = {
+            "losses": losses,
+            "grads": eng.last_grads,
+            "params": params,
+            "bytes": {"measured": eng.comm_bytes_per_epoch(), "analytic": zero},
+        }
+        assert_equal_to_reference(d, [res])
 
 
 # ---------------------------------------------------------------------------------------------- 2 workers
@@ -121,6 +132,8 @@ WORLD2 = (
     + [cfg_dict("gcnii", 1, 2, 8), cfg_dict("sage", 1, 2, 4, SBM)]  # pipeline with history
     + [cfg_dict("gcnii", 2, 1, 8), cfg_dict("resgcn", 2, 1, 8, SBM)]  # hybrid with one stage
     + [cfg_dict("gcnii", 1, 2, 8, history_period=3, chunk_order="degree", cross_chunk_grad_scale=1.0)]
+    + [cfg_dict(a, 1, 2, 8, recompute=True) for a in ARCHS]  # recompute equals the run without it
+    + [cfg_dict("resgcn", 2, 1, 8, SBM, recompute=True)]
 )
 
 
@@ -161,12 +174,13 @@ WORLD4 = (
     + [cfg_dict(a, 1, 4, 1) for a in ARCHS]
     + [cfg_dict("gcnii", 1, 4, 16), cfg_dict("resgcn", 1, 4, 12, SBM)]
     + [cfg_dict(a, 2, 2, 8) for a in ARCHS]  # hybrid
+    + [cfg_dict("gcnii", 1, 4, 16, recompute=True), cfg_dict("sage", 2, 2, 8, recompute=True)]
 )
 
 
 @pytest.fixture(scope="module")
 def world4():
-    return run_group(4, WORLD4)
+    return run_group(4, WORLD4, record_actions=True)
 
 
 @pytest.mark.parametrize("i", range(len(WORLD4)))
@@ -190,3 +204,69 @@ def test_pipeline_stage_bytes_formula(world4):
     res = world4[WORLD4.index(cfg_dict("gcnii", 1, 4, 16))][0]
     assert res["bytes"]["measured"]["layer"] == 2 * 3 * n * 16 * 8 * 2
     assert res["bytes"]["measured"]["graph"] == 0 and res["bytes"]["measured"]["weight"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- lockstep
+def expected_transfer(d: ParallelDims, rank: int, act: Action) -> tuple:
+    """The comm.py call an action must make: (kind, ranks sent to, ranks received from)."""
+    way, stage = d.coords(rank)
+    everyone = tuple(range(d.world_size))
+    halo_peers = tuple(r for r in d.stage_ranks(stage) if r != rank)
+    prev_r = d.rank(way, stage - 1) if stage > 0 else None
+    next_r = d.rank(way, stage + 1) if stage < d.stages - 1 else None
+    return {
+        Op.RECV_ACT: ("layer", (), (prev_r,)),
+        Op.SEND_ACT: ("layer", (next_r,), ()),
+        Op.RECV_GRAD: ("layer", (), (next_r,)),
+        Op.SEND_GRAD: ("layer", (prev_r,), ()),
+        Op.HALO: ("graph", halo_peers, halo_peers),
+        Op.HALO_B: ("graph", halo_peers, halo_peers),
+        Op.REDUCE_LOSS: ("control", everyone, everyone),
+        Op.ALLREDUCE: ("weight", tuple(d.stage_ranks(stage)), tuple(d.stage_ranks(stage))),
+        Op.EVAL_RECV: ("eval", (), (prev_r,)),
+        Op.EVAL_SEND: ("eval", (next_r,), ()),
+        Op.EVAL_HALO: ("eval", halo_peers, halo_peers),
+        Op.EVAL_REDUCE: ("eval", everyone, everyone),
+    }[act.op]
+
+
+@pytest.mark.parametrize("degrees", [(1, 4, 16), (2, 2, 8)], ids=["pipeline-4-stages", "hybrid-2x2"])
+def test_lockstep_every_worker_runs_exactly_its_schedule(world4, degrees):
+    """What each worker executed, and every transfer it made, is what ``worker_schedule`` / ``eval_schedule`` say."""
+    d_cfg = cfg_dict("gcnii", *degrees)
+    cfg = config_from_dict(d_cfg)
+    d = ParallelDims.from_config(cfg)
+    for rank, res in enumerate(world4[WORLD4.index(d_cfg)]):
+        stage = d.coords(rank)[1]
+        want = [a for order in res["orders"] for a in worker_schedule(order, dims=d, stage=stage)]
+        want += eval_schedule(d.chunks_per_way, dims=d, stage=stage)
+        assert res["executed"] == [str(a) for a in want], f"rank {rank} ran something else than its schedule"
+        transfers = [expected_transfer(d, rank, a) for a in want if a.op in COMM_OPS]
+        assert [tuple(x) for x in res["comm_log"]] == transfers, f"rank {rank}: transfers differ from the schedule"
+        assert sum(a.op == Op.HALO for a in want) == (EPOCHS * 8 // d.ways * 8 // d.stages if d.ways > 1 else 0)
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def test_stage_saves_only_its_layers_share_for_backward(world4):
+    """A stage's tensors saved for backward (autograd's pack hook, first epoch) are at most its layers' share
+    of what single-device training saves, plus a stated slack: the stage's input rows (h, h0) and its head.
+    With recompute a stage keeps per chunk only its input rows and each layer's aggregation result."""
+    d = cfg_dict("gcnii", 1, 4, 16)
+    cfg = config_from_dict(d)
+    graph = graph_of(cfg)
+    single = SingleDeviceExecutor(config_from_dict({**d, "parallel": {"ways": 1, "stages": 1, "chunks": 1}}), graph)
+    single.train_epoch(0)
+    total = single.saved_bytes["saved_for_backward"]
+    n, h = graph.num_nodes, d["model"]["hidden"]
+    row_bytes = n * h * 8  # one [N, hidden] float64 buffer
+    dims = ParallelDims.from_config(cfg)
+    plain = world4[WORLD4.index(d)]
+    recomputed = world4[WORLD4.index(cfg_dict("gcnii", 1, 4, 16, recompute=True))]
+    for rank in range(4):
+        share = dims.layer_counts[rank] / dims.num_layers
+        slack = 2 * row_bytes + n * graph.num_classes * 8 * 2  # stage input (h, h0); logits and log-softmax
+        saved = plain[rank]["memory"]["saved_for_backward"]
+        assert saved <= share * total + slack, (rank, saved, share * total, slack)
+        kept = recomputed[rank]["memory"]["saved_for_backward"]
+        assert kept <= (2 + dims.layer_counts[rank]) * row_bytes, (rank, kept)
+        assert kept < saved

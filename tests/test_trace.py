@@ -27,7 +27,9 @@ def test_four_worker_trace_and_breakdown(tmp_path, monkeypatch):
     trace = json.loads((run_dir / "trace.json").read_text())
     events = trace["traceEvents"]
     names = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
-    assert names == {r: f"rank {r} (way {r // 2}, stage {r % 2})" for r in range(4)}
+    assert names == {
+        r: f"rank {r} (way {r // 2}, stage {r % 2}, layers {2 * (r % 2)}-{2 * (r % 2) + 1})" for r in range(4)
+    }
     spans = [e for e in events if e["ph"] == "X"]
     for r in range(4):
         mine = [e for e in spans if e["pid"] == r]

@@ -1,7 +1,7 @@
 """Deep GNN models as ``encoder -> L layers -> head``, and the slices a pipeline stage holds.
 
 ``encoder(x, ctx) -> (h, h0)`` and ``head(h, ctx) -> logits`` are row-wise; only the layers aggregate.
-The encoder belongs to the first stage, the head (and the loss) to the last (DESIGN §5).
+The encoder belongs to the first stage, the head (and the loss) to the last (DESIGN §6).
 Every worker builds the whole model from the same seed (cheap), then keeps its stage's slice, so weights
 are identical to single-device training whatever the stage split.
 """

@@ -19,12 +19,13 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["Comm", "CommError", "Topology", "KINDS", "TRAIN_KINDS"]
+from gnnpipe.parallel.dims import ParallelDims
+
+__all__ = ["Comm", "CommError", "KINDS", "TRAIN_KINDS"]
 
 KINDS = ("layer", "graph", "weight", "eval", "control")
 TRAIN_KINDS = ("layer", "graph", "weight")
@@ -33,24 +34,6 @@ EXIT_PEER_LOST = 17
 
 class CommError(RuntimeError):
     """A transfer failed or timed out; the message names the peer and what was being moved."""
-
-
-@dataclass(frozen=True)
-class Topology:
-    """Rank layout of DESIGN §1: ``rank = way * stages + stage``."""
-
-    ways: int
-    stages: int
-
-    @property
-    def world_size(self) -> int:
-        return self.ways * self.stages
-
-    def rank(self, way: int, stage: int) -> int:
-        return way * self.stages + stage
-
-    def coords(self, rank: int) -> tuple[int, int]:
-        return divmod(rank, self.stages)
 
 
 def _env_rank_world() -> tuple[int, int, int]:
@@ -123,21 +106,23 @@ _WATCHDOG: _Watchdog | None = None
 class Comm:
     """Counted, time-limited communication for one worker of a ``ways x stages`` grid."""
 
-    def __init__(self, topo: Topology, rank: int, device: torch.device, timeout_s: float = 120.0):
-        self.topo, self.rank, self.device = topo, rank, device
-        self.way, self.stage = topo.coords(rank)
+    def __init__(self, dims: ParallelDims, rank: int, device: torch.device, timeout_s: float = 120.0):
+        self.dims, self.rank, self.device = dims, rank, device
+        self.local_rank = 0  # rank within this host (set by init from the launcher)
+        self.way, self.stage = dims.coords(rank)
         self.timeout = datetime.timedelta(seconds=timeout_s)
         self.bytes: dict[tuple[str, int, int, str], float] = defaultdict(float)
         self.watchdog: _Watchdog | None = None
+        self.log: list[tuple[str, tuple[int, ...], tuple[int, ...]]] | None = None  # (kind, to, from) when recording
         # sub-groups: every rank must create every group, in the same order
         self.stage_group = self.way_group = None
-        if topo.world_size > 1:
-            for s in range(topo.stages):
-                g = dist.new_group([topo.rank(w, s) for w in range(topo.ways)], timeout=self.timeout)
+        if dims.world_size > 1:
+            for s in range(dims.stages):
+                g = dist.new_group(dims.stage_ranks(s), timeout=self.timeout)
                 if s == self.stage:
                     self.stage_group = g
-            for w in range(topo.ways):
-                g = dist.new_group([topo.rank(w, s) for s in range(topo.stages)], timeout=self.timeout)
+            for w in range(dims.ways):
+                g = dist.new_group(dims.way_ranks(w), timeout=self.timeout)
                 if w == self.way:
                     self.way_group = g
 
@@ -145,7 +130,7 @@ class Comm:
     @classmethod
     def init(
         cls,
-        topo: Topology,
+        dims: ParallelDims,
         *,
         device: str = "cpu",
         timeout_s: float = 120.0,
@@ -154,10 +139,10 @@ class Comm:
     ) -> Comm:
         """Join the process group from the launcher's environment; check the world matches the config."""
         rank, world, local = _env_rank_world()
-        if world != topo.world_size:
+        if world != dims.world_size:
             raise CommError(
-                f"launched with {world} worker(s) but parallel.ways * parallel.stages = {topo.ways} * {topo.stages}"
-                f" = {topo.world_size}; start {topo.world_size} workers (./launch.sh does)"
+                f"launched with {world} worker(s) but parallel.ways * parallel.stages = {dims.ways} * {dims.stages}"
+                f" = {dims.world_size}; start {dims.world_size} workers (./launch.sh does)"
             )
         dev = torch.device(device)
         if dev.type == "cuda":
@@ -166,7 +151,8 @@ class Comm:
         if world > 1 and not dist.is_initialized():
             backend = "nccl" if dev.type == "cuda" else "gloo"
             dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
-        comm = cls(topo, rank, dev, timeout_s)
+        comm = cls(dims, rank, dev, timeout_s)
+        comm.local_rank = local
         if world > 1:
             comm._start_watchdog(heartbeat_s, dead_after_s)
         return comm
@@ -179,11 +165,11 @@ class Comm:
         store = dist.distributed_c10d._get_default_store()
         store.set(f"gnnpipe/hb/{self.rank}", "0")
         dist.barrier()  # every heartbeat key exists before anyone watches
-        self.watchdog = _WATCHDOG = _Watchdog(store, self.rank, self.topo.world_size, heartbeat_s, dead_after_s)
+        self.watchdog = _WATCHDOG = _Watchdog(store, self.rank, self.dims.world_size, heartbeat_s, dead_after_s)
         self.watchdog.start()
 
     def close(self) -> None:
-        if self.topo.world_size > 1 and dist.is_initialized():
+        if self.dims.world_size > 1 and dist.is_initialized():
             try:
                 dist.barrier()
             finally:
@@ -214,8 +200,8 @@ class Comm:
 
     def exchange(
         self,
-        sends: dict[int, torch.Tensor],
-        recvs: dict[int, torch.Tensor],
+        sends: dict[int, torch.Tensor | list[torch.Tensor]],
+        recvs: dict[int, torch.Tensor | list[torch.Tensor]],
         *,
         kind: str,
         layer: int = -1,
@@ -223,17 +209,18 @@ class Comm:
     ) -> list:
         """Post all sends and receives (batched p2p, safe for NCCL and gloo); wait unless ``wait=False``.
 
+        A peer may get a list of tensors (sent as separate messages, matched in order: no concatenated copy).
         Returns the pending works when not waiting (pass them to :meth:`wait_all`).
         """
+        if self.log is not None:
+            self.log.append((kind, tuple(sorted(sends)), tuple(sorted(recvs))))
         ops, peers = [], []
-        for peer, t in sends.items():
-            self._count(kind, layer, peer, "send", t.numel() * t.element_size())
-            ops.append(dist.P2POp(dist.isend, t, peer))
-            peers.append(f"send {kind} to rank {peer}")
-        for peer, t in recvs.items():
-            self._count(kind, layer, peer, "recv", t.numel() * t.element_size())
-            ops.append(dist.P2POp(dist.irecv, t, peer))
-            peers.append(f"receive {kind} from rank {peer}")
+        for direction, table, fn in (("send", sends, dist.isend), ("recv", recvs, dist.irecv)):
+            for peer, ts in table.items():
+                for t in ts if isinstance(ts, list) else [ts]:
+                    self._count(kind, layer, peer, direction, t.numel() * t.element_size())
+                    ops.append(dist.P2POp(fn, t, peer))
+                    peers.append(f"{direction} {kind} {'to' if direction == 'send' else 'from'} rank {peer}")
         if not ops:
             return []
         try:
@@ -254,6 +241,8 @@ class Comm:
     def all_reduce_sum(self, t: torch.Tensor, *, kind: str, group_ranks: list[int], group=None) -> None:
         """In-place sum over ``group_ranks``; counted as a ring all-reduce, 2(n-1)/n of the buffer per worker."""
         n = len(group_ranks)
+        if self.log is not None:
+            self.log.append((kind, tuple(group_ranks), tuple(group_ranks)))
         if n == 1:
             return
         self._count(kind, -1, -1, "send", 2.0 * (n - 1) / n * t.numel() * t.element_size())
@@ -265,9 +254,9 @@ class Comm:
 
     def all_gather_object(self, obj: object) -> list:
         """Small Python objects from every worker (setup checks, counters): control traffic, not counted."""
-        if self.topo.world_size == 1:
+        if self.dims.world_size == 1:
             return [obj]
-        out: list = [None] * self.topo.world_size
+        out: list = [None] * self.dims.world_size
         try:
             dist.all_gather_object(out, obj)
         except Exception as e:

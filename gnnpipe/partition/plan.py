@@ -9,12 +9,11 @@ Halo (mirror) sets, for chunk ``c`` owned by way ``w`` and another way ``w2 != w
 
 - ``halo_fwd(c, w2)``: vertices ``u`` of ``c`` with an OUT-edge ``u -> v`` to a vertex ``v`` of way ``w2``.
   When ``c`` is processed, way ``w`` sends these rows of every aggregation input ``z_l`` to ``w2``, which
-  reads them when aggregating its own vertices. In backward (push style, DESIGN §3/§4) ``w2`` returns the
-  gradient rows of exactly these vertices (the sum of its chunks' contributions), so both directions
-  carry ``len(halo_fwd(c, w2))`` rows.
+  reads them when aggregating its own vertices (forward halo exchange).
 - ``halo_bwd(c, w2)``: vertices ``v`` of ``c`` with an IN-edge ``u -> v`` from a vertex ``u`` of way
-  ``w2``. These are the rows of the aggregation OUTPUT gradient that a pull-style backward (the authors'
-  system: ``grad z[u] = sum_{u->v} Ahat[v,u] grad m[v]`` over out-edges) sends from ``w`` to ``w2``.
+  ``w2``. These are the rows of the aggregation OUTPUT gradient that the backward sends from ``w`` to ``w2``
+  (pull style, as the authors' system: ``w2`` computes ``grad z[u] = sum_{u->v} Ahat[v,u] grad m[v]`` for its
+  own ``u``), so the backward carries ``len(halo_bwd(c, w2))`` rows (DESIGN §4).
 
 For ``w2 == w`` both sets are empty; with one way all halo sets are empty.
 

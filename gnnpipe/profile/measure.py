@@ -16,7 +16,7 @@ def _worker(cfg_dict: dict, epochs: int) -> dict:
     try:
         for e in range(epochs):
             ex.train_epoch(e)
-        return {"per_worker": dict(ex.epoch_bytes), "cluster": ex.comm_bytes_per_epoch()["measured"]}
+        return {"per_worker": dict(ex.epoch_bytes), "cluster": ex.comm_bytes_per_epoch()}
     finally:
         ex.close()
 

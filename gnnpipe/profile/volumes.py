@@ -16,6 +16,7 @@ import torch
 from gnnpipe.config import ExperimentConfig, ParallelConfig
 from gnnpipe.data.graph import Graph
 from gnnpipe.models.deep import DeepGNN, build_model
+from gnnpipe.parallel.dims import ParallelDims
 from gnnpipe.partition.chunker import ChunkPlan
 from gnnpipe.partition.stages import stage_bounds
 from gnnpipe.partition.stats import CommVolume, analytic_volume
@@ -51,18 +52,16 @@ def with_degrees(cfg: ExperimentConfig, s: Strategy) -> ExperimentConfig:
         ways=s.ways,
         stages=s.stages,
         chunks=s.chunks,
-        stage_split=cfg.parallel.stage_split if isinstance(cfg.parallel.stage_split, str) else "equal",
+        stage_split="equal",
     )
     return dataclasses.replace(cfg, parallel=par)
 
 
 def volume_of(cfg: ExperimentConfig, graph: Graph, plan: ChunkPlan, model: DeepGNN | None = None) -> CommVolume:
     """Analytic bytes per training epoch of ``cfg``'s degrees on ``plan`` (float width from train.dtype)."""
-    from gnnpipe.parallel.engine import stage_layer_counts
-
     if model is None:
         model = build_model(cfg.model, graph.num_features, graph.num_classes, seed=cfg.train.seed)
-    counts = stage_layer_counts(cfg)
+    counts = list(ParallelDims.from_config(cfg).layer_counts)
     d = model.dims()
     numels = [sum(q.numel() for q in model.stage_parameters(lo, hi)) for lo, hi in stage_bounds(counts)]
     itemsize = torch.empty((), dtype=getattr(torch, cfg.train.dtype)).element_size()

@@ -6,7 +6,7 @@ is plain full-graph training on one device (the semantics every parallel configu
 
 from __future__ import annotations
 
-import resource
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -14,6 +14,7 @@ import torch
 
 from gnnpipe.config import ExperimentConfig
 from gnnpipe.data.graph import Graph
+from gnnpipe.memory import MemoryProbe, SavedTensors, peak_bytes
 from gnnpipe.models.deep import DeepGNN, build_model, chunk_loss
 from gnnpipe.models.ops import RowCtx, SparseOp
 from gnnpipe.train.metrics import Accuracies, accuracies
@@ -23,7 +24,6 @@ __all__ = [
     "Executor",
     "WholeModelExecutor",
     "SingleDeviceExecutor",
-    "peak_memory_bytes",
     "resolve_dtype",
     "make_optimizer",
 ]
@@ -42,13 +42,6 @@ class EpochStats:
 
 def resolve_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[name]
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory of this worker: CUDA allocator peak on GPU, peak RSS of the process on CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: ExperimentConfig, model: DeepGNN) -> torch.optim.Optimizer:
@@ -73,6 +66,9 @@ class Executor:
 
     is_logger: bool = True
     world_size: int = 1
+    analytic_bytes: dict[str, int] = {"layer": 0, "graph": 0, "weight": 0}  # the profiler's formula (run.py)
+    probe: MemoryProbe | None = None  # per-phase peak memory of this worker
+    saved_bytes: dict[str, int] | None = None  # measured in the first epoch (SavedTensors)
 
     def train_epoch(self, epoch: int) -> EpochStats:
         raise NotImplementedError
@@ -88,18 +84,21 @@ class Executor:
     def restore(self, state: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
-    def comm_bytes_per_epoch(self) -> dict[str, dict[str, int]]:
-        """``{"measured": {layer, graph, weight}, "analytic": {...}}`` cluster-wide bytes of one training epoch."""
-        zero = {"layer": 0, "graph": 0, "weight": 0}
-        return {"measured": dict(zero), "analytic": dict(zero)}
+    def comm_bytes_per_epoch(self) -> dict[str, int]:
+        """``{layer, graph, weight}``: cluster-wide bytes of the last training epoch, measured by comm.py."""
+        return {"layer": 0, "graph": 0, "weight": 0}
 
     def peak_memory(self) -> list[int]:
         """Peak memory of every worker, in bytes (rank order)."""
         raise NotImplementedError
 
     def memory_report(self) -> dict[str, int]:
-        """Bytes of engine state this worker holds (activations, history, gradient buffers); {} if none."""
-        return {}
+        """Where this worker's memory goes, by kind, and the measured peak growth of each phase."""
+        out = dict(self.saved_bytes or {})
+        if self.probe is not None:
+            out["baseline_rss"] = self.probe.baseline
+            out.update({f"peak_growth_{name}": rec["peak_growth"] for name, rec in self.probe.phases.items()})
+        return out
 
     def gather(self, obj: object) -> list:
         """``obj`` of every worker, in rank order (small Python objects)."""
@@ -142,7 +141,9 @@ class WholeModelExecutor(Executor):
         self.model.load_state_dict(state)
 
     def peak_memory(self) -> list[int]:
-        return [peak_memory_bytes(self.device)]
+        if self.probe is None:
+            return [peak_bytes(self.device)]
+        return [self.probe.baseline + max(self.probe.peak_growth(), peak_bytes(self.device) - self.probe.baseline)]
 
 
 class SingleDeviceExecutor(WholeModelExecutor):
@@ -176,9 +177,15 @@ class SingleDeviceExecutor(WholeModelExecutor):
         t0 = time.perf_counter()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(epoch)
+        first = self.saved_bytes is None
+        with SavedTensors() if first else contextlib.nullcontext() as saved:
+            loss = self.loss(epoch)
+        if first:
+            self.saved_bytes = {"saved_for_backward": saved.bytes, "dropout_masks": saved.mask_bytes}
         loss.backward()
         self.optimizer.step()
+        if first and self.probe is not None:
+            self.probe.phase("train")
         dt = time.perf_counter() - t0
         stats = EpochStats(loss=float(loss.detach()), time=dt)
         stats.breakdown["compute"] = dt

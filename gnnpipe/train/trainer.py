@@ -38,10 +38,10 @@ class RunSummary:
     losses: list[float]
     breakdown_s: dict[str, float]  # the logging worker's mean per epoch
     breakdown_per_worker_s: list[dict[str, float]]  # every worker's mean per epoch (rank order)
-    state_bytes_per_worker: list[dict[str, int]]  # bytes held for activations / history / gradient buffers
     config: dict
     git_rev: str
     evals: list[dict] = field(default_factory=list)
+    memory: list[dict[str, int]] = field(default_factory=list)  # per worker: bytes by kind, peak growth by phase
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -164,23 +164,23 @@ def _train(cfg: ExperimentConfig, executor: Executor, metrics_out, run_dir, out:
     epoch_time = sum(s.time for s in timed) / len(timed)
     breakdown = {k: sum(s.breakdown[k] for s in timed) / len(timed) for k in BREAKDOWN_KEYS}
     per_worker = executor.gather({**breakdown, "epoch": epoch_time})
-    state_bytes = executor.gather(executor.memory_report())
+    memory = executor.gather(executor.memory_report())
     comm = executor.comm_bytes_per_epoch()
     summary = RunSummary(
         test_acc=best_test,
         best_val_acc=best_val,
         best_epoch=best_epoch,
         epoch_time_s=epoch_time,
-        comm_bytes_per_epoch=comm["measured"],
-        comm_bytes_per_epoch_analytic=comm["analytic"],
+        comm_bytes_per_epoch=comm,
+        comm_bytes_per_epoch_analytic=dict(executor.analytic_bytes),
         peak_memory_bytes=executor.peak_memory(),
         losses=[s.loss for s in stats],
         breakdown_s=breakdown,
         breakdown_per_worker_s=per_worker,
-        state_bytes_per_worker=state_bytes,
         config=config_to_dict(cfg),
         git_rev=git_rev(),
         evals=evals,
+        memory=memory,
     )
     if log:
         _print_summary(summary, executor.world_size, out)
@@ -207,12 +207,10 @@ def _print_summary(s: RunSummary, world: int, out: Callable[[str], None]) -> Non
     out(f"  {'total':<7} {format_bytes(total):>12}")
     mem = ", ".join(f"rank{r} {format_bytes(b)}" for r, b in enumerate(s.peak_memory_bytes))
     out(f"Peak memory per worker ({world}): {mem}")
-    if any(s.state_bytes_per_worker):
-        held = "; ".join(
-            f"rank{r} " + ", ".join(f"{k} {format_bytes(v)}" for k, v in d.items())
-            for r, d in enumerate(s.state_bytes_per_worker)
-        )
-        out(f"Pipeline state held per worker: {held}")
+    if any(s.memory):
+        out("Memory per worker (bytes held by kind; peak growth by phase):")
+        for r, d in enumerate(s.memory):
+            out(f"  rank{r}: " + ", ".join(f"{k} {format_bytes(v)}" for k, v in d.items()))
     out(f"Highest valid acc {s.best_val_acc:.4f} at epoch {s.best_epoch}; target test acc {s.test_acc:.4f}")
 
 

@@ -1,0 +1,284 @@
+"""One chunk through one stage: the forward and backward actions of the schedule (DESIGN §3, §5).
+
+Each method executes one :class:`~gnnpipe.parallel.schedule.Action` on the chunk's :class:`ChunkRecord`. Per
+layer the forward is cut at the aggregation (``pre`` -> halo -> ``agg``), and so is the explicit backward
+(``agg_b`` -> halo -> ``pre_b``), which makes the order DESIGN §3 requires visible: the gradient of ``m`` is
+exchanged among the ways, other ways' and earlier readers' gradient (``History.grad_of``) is added to the
+chunk's own, then it goes back through ``pre``.
+
+Memory (DESIGN §7): a layer keeps only what autograd saved plus handles; the storage of tensors autograd does
+not need (``z``, ``m``, ``r``) is released as soon as the forward has used it. With ``recompute`` the
+forward runs without autograd and keeps only the chunk's stage input and each layer's aggregation result
+``m`` -- exactly what the forward read from its neighbours, fresh or historical -- and ``RECOMPUTE`` rebuilds
+the layers from them before the backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from gnnpipe.models.deep import ModelDims, chunk_loss
+from gnnpipe.models.ops import RowCtx
+from gnnpipe.parallel.history import History
+from gnnpipe.parallel.layout import Layout, Unit
+from gnnpipe.parallel.schedule import Action
+from gnnpipe.parallel.transfer import Clock, Transfers
+
+__all__ = ["ChunkRecord", "LayerRecord", "StageModel", "ChunkSteps", "release"]
+
+
+def release(t: torch.Tensor | None, *keep: torch.Tensor | None) -> None:
+    """Free ``t``'s storage while keeping the tensor (autograd needs only its metadata and grad_fn), unless it
+    shares storage with one of ``keep`` (e.g. dropout with p = 0 returns its input itself)."""
+    if t is None or t.untyped_storage().size() == 0:
+        return
+    ptr = t.untyped_storage().data_ptr()
+    if any(k is not None and k.untyped_storage().data_ptr() == ptr for k in keep):
+        return
+    t.untyped_storage().resize_(0)
+
+
+@dataclass
+class StageModel:
+    """The modules of one stage: encoder on the first, head on the last, GNN layers ``[lo, hi)``."""
+
+    encoder: nn.Module | None
+    layers: list[nn.Module]
+    head: nn.Module | None
+    lo: int
+    hi: int
+    dims: ModelDims
+
+
+@dataclass
+class LayerRecord:
+    """One layer of one chunk: the handles its explicit backward needs."""
+
+    h_in: torch.Tensor  # leaf input (its .grad is the layer's input gradient)
+    z: torch.Tensor | None = None  # aggregation input (storage released after aggregating)
+    zd: torch.Tensor | None = None  # z detached (the rows aggregated; dropped after the aggregation)
+    r: torch.Tensor | None = None  # row-wise term of post, graph-attached (storage released)
+    r_leaf: torch.Tensor | None = None
+    m: torch.Tensor | None = None  # aggregation result, leaf
+    out: torch.Tensor | None = None
+    received: dict[int, torch.Tensor] = field(default_factory=dict)  # halo rows of this step, by peer way
+
+
+@dataclass
+class ChunkRecord:
+    """A chunk's state on this stage between its actions (forward at ``pos``, then backward)."""
+
+    unit: Unit
+    pos: int
+    fresh: torch.Tensor  # [X] bool: ext rows read fresh (their chunk is at a position <= pos)
+    ctx: RowCtx
+    h: torch.Tensor | None = None  # current activation (forward) -- the stage input before layer lo
+    h0: torch.Tensor | None = None  # GCNII initial residual (leaf)
+    stage_in: torch.Tensor | None = None  # recompute: the stage input rows
+    enc_out: torch.Tensor | None = None  # first stage: encoder output (graph-attached)
+    layers: list[LayerRecord] = field(default_factory=list)
+    m_saved: list[torch.Tensor] = field(default_factory=list)  # recompute: aggregation results per layer
+    head_in: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    g: torch.Tensor | None = None  # current gradient (backward)
+    gm: torch.Tensor | None = None  # gradient of the current layer's m
+
+
+class ChunkSteps:
+    """The training actions of one worker. ``x``/``y`` hold only this way's rows (``row0`` is its first id)."""
+
+    def __init__(
+        self,
+        model: StageModel,
+        hist: History,
+        transfers: Transfers,
+        clock: Clock,
+        *,
+        x: torch.Tensor | None,
+        y: torch.Tensor | None,
+        row0: int,
+        num_train: int,
+        scale: float,
+        recompute: bool,
+    ):
+        self.m, self.hist, self.tx, self.clock = model, hist, transfers, clock
+        self.x, self.y, self.row0, self.num_train = x, y, row0, num_train
+        self.scale, self.recompute = scale, recompute
+        self.stage = transfers.stage
+        self.first, self.last = model.encoder is not None, model.head is not None
+        self.layout: Layout | None = None  # set by the epoch loop (chunked or exact layout)
+
+    def _k(self, a: Action) -> int:
+        return a.layer - self.m.lo
+
+    def _shapes(self, unit: Unit, layer_index: int) -> list[tuple[int, int]]:
+        """Rows crossing the stage boundary before ``layer_index``: h (and h0)."""
+        shapes = [(unit.n, self.m.dims.boundary_widths[layer_index - 1])]
+        if self.m.dims.h0_width:
+            shapes.append((unit.n, self.m.dims.h0_width))
+        return shapes
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, rec: ChunkRecord, a: Action) -> None:
+        u = rec.unit
+        with self.clock.phase("compute", f"F c{u.index} encoder"), torch.set_grad_enabled(not self.recompute):
+            h, h0 = self.m.encoder(self.x[u.lo - self.row0 : u.hi - self.row0], rec.ctx)
+        rec.enc_out = h
+        rec.h = h.detach().requires_grad_(h.requires_grad)
+        rec.h0 = h0.detach().requires_grad_() if h0 is not None else None
+
+    def recv_act(self, rec: ChunkRecord, a: Action) -> None:
+        got = self.tx.recv_stage(
+            self.stage - 1, self._shapes(rec.unit, self.m.lo), f"act c{rec.unit.index}",
+            kind="layer", layer=self.m.lo, bubble=rec.pos == 0,
+        )  # fmt: skip
+        rec.h = got[0].requires_grad_()
+        rec.h0 = got[1].requires_grad_() if len(got) > 1 else None
+        if self.recompute:
+            rec.stage_in = rec.h
+
+    def pre(self, rec: ChunkRecord, a: Action) -> None:
+        k, u = self._k(a), rec.unit
+        with self.clock.phase("compute", f"F c{u.index} L{a.layer} pre"), torch.set_grad_enabled(not self.recompute):
+            h_in = rec.h if k == 0 or self.recompute else rec.h.detach().requires_grad_()
+            z, r = self.m.layers[k].pre(h_in, rec.ctx)
+            lr = LayerRecord(h_in=h_in, z=z, zd=z.detach(), r=r)
+            self.hist.push(k, slice(u.lo, u.hi), lr.zd)
+        rec.layers.append(lr)
+
+    def halo(self, rec: ChunkRecord, a: Action) -> None:
+        lr = rec.layers[self._k(a)]
+        for w2, rows in self.tx.halo(self.layout, rec.unit, a.layer, lr.zd, forward=True).items():
+            self.hist.push(self._k(a), self.layout.remotes[(w2, rec.unit.index)].fwd_ids, rows)
+
+    def agg(self, rec: ChunkRecord, a: Action) -> None:
+        k, u = self._k(a), rec.unit
+        lr = rec.layers[k]
+        with (
+            self.clock.phase("compute", f"F c{u.index} L{a.layer} agg+post"),
+            torch.set_grad_enabled(not self.recompute),
+        ):
+            e = self.hist.pull(k, u.ext, rec.fresh)
+            m = u.a_in @ lr.zd + u.a_ext @ e
+            del e
+            if self.recompute:
+                rec.m_saved.append(m)
+                rec.h = self.m.layers[k].post(m, lr.r, rec.h0, rec.ctx)
+                rec.layers[k] = LayerRecord(h_in=lr.h_in)  # nothing else is kept
+                return
+            lr.m = m.requires_grad_()
+            lr.r_leaf = lr.r.detach().requires_grad_() if lr.r is not None else None
+            lr.out = self.m.layers[k].post(lr.m, lr.r_leaf, rec.h0, rec.ctx)
+            lr.zd = None
+            release(lr.z, lr.h_in, rec.h0)
+            release(lr.m)
+            release(lr.r, lr.h_in)
+        rec.h = lr.out
+
+    def loss(self, rec: ChunkRecord, a: Action) -> None:
+        u = rec.unit
+        with self.clock.phase("compute", f"F c{u.index} head+loss"), torch.set_grad_enabled(not self.recompute):
+            rec.head_in = rec.h.detach().requires_grad_()
+            logits = self.m.head(rec.head_in, rec.ctx)
+            y = self.y[u.lo - self.row0 : u.hi - self.row0]
+            rec.loss = chunk_loss(logits[u.train], y[u.train], self.num_train)
+        if self.recompute:
+            rec.head_in = None
+
+    def send_act(self, rec: ChunkRecord, a: Action) -> None:
+        out = [rec.h.detach()] + ([rec.h0.detach()] if rec.h0 is not None else [])
+        self.tx.send_stage(self.stage + 1, out, f"act c{rec.unit.index}", kind="layer", layer=self.m.lo)
+        if self.recompute:
+            rec.h = None
+
+    # ------------------------------------------------------------------ backward
+    def recv_grad(self, rec: ChunkRecord, a: Action) -> None:
+        got = self.tx.recv_stage(
+            self.stage + 1, self._shapes(rec.unit, self.m.hi), f"grad c{rec.unit.index}",
+            kind="layer", layer=self.m.lo, bubble=rec.pos == self.tx_positions - 1,
+        )  # fmt: skip
+        rec.g = got[0]
+        if rec.h0 is not None:
+            rec.h0.grad = got[1]
+
+    def recompute_chunk(self, rec: ChunkRecord, a: Action) -> None:
+        """Rebuild the chunk's forward with autograd from the saved input and aggregation results (no reads of
+        other rows: ``m`` already holds them), so the backward sees the very same values."""
+        u = rec.unit
+        with self.clock.phase("compute", f"R c{u.index} recompute"):
+            if self.first:  # rec.h0 stays: the same values, and it holds the gradient later stages sent for it
+                rec.enc_out, _ = self.m.encoder(self.x[u.lo - self.row0 : u.hi - self.row0], rec.ctx)
+                h = rec.enc_out.detach().requires_grad_(rec.enc_out.requires_grad)
+            else:
+                h = rec.stage_in
+            rec.layers = []
+            for k, layer in enumerate(self.m.layers):
+                h_in = h if k == 0 else h.detach().requires_grad_()
+                z, r = layer.pre(h_in, rec.ctx)
+                lr = LayerRecord(h_in=h_in, z=z, r=r, m=rec.m_saved[k].requires_grad_())
+                lr.r_leaf = r.detach().requires_grad_() if r is not None else None
+                lr.out = h = layer.post(lr.m, lr.r_leaf, rec.h0, rec.ctx)
+                release(z, h_in, rec.h0)
+                release(r, h_in)
+                rec.layers.append(lr)
+            rec.m_saved = []
+            if self.last:
+                rec.head_in = h.detach().requires_grad_()
+                y = self.y[u.lo - self.row0 : u.hi - self.row0]
+                rec.loss = chunk_loss(self.m.head(rec.head_in, rec.ctx)[u.train], y[u.train], self.num_train)
+
+    def loss_b(self, rec: ChunkRecord, a: Action) -> None:
+        with self.clock.phase("compute", f"B c{rec.unit.index} head+loss"):
+            rec.loss.backward()
+            rec.g = rec.head_in.grad
+        rec.loss = rec.head_in = None
+
+    def agg_b(self, rec: ChunkRecord, a: Action) -> None:
+        lr = rec.layers[self._k(a)]
+        with self.clock.phase("compute", f"B c{rec.unit.index} L{a.layer} post"):
+            torch.autograd.backward(lr.out, rec.g)
+            rec.gm = lr.m.grad
+        lr.out = lr.m = None
+
+    def halo_b(self, rec: ChunkRecord, a: Action) -> None:
+        rec.layers[self._k(a)].received = self.tx.halo(self.layout, rec.unit, a.layer, rec.gm, forward=False)
+
+    def pre_b(self, rec: ChunkRecord, a: Action) -> None:
+        k, u = self._k(a), rec.unit
+        lr = rec.layers[k]
+        gm = rec.gm
+        with self.clock.phase("compute", f"B c{u.index} L{a.layer} agg+pre"):
+            for w2, rows in lr.received.items():  # other ways' reads of this way's rows at this position
+                rem = self.layout.remotes[(w2, u.index)]
+                rpos = self.pos_of[rem.tgt_unit]
+                factor = torch.where(rpos == rec.pos, 1.0, torch.where(rpos < rec.pos, self.scale, 0.0))
+                self.hist.add_grad(k, rem.tgt, rem.r_op.t_matmul(rows) * factor.to(gm)[:, None])
+            gz = u.a_in.t_matmul(gm)
+            pending = self.hist.grad_of(k, slice(u.lo, u.hi))
+            if pending is not None:
+                gz += pending
+            push = rec.fresh & u.ext_own  # this way's earlier chunks read fresh: send them their gradient
+            if push.any():
+                self.hist.add_grad(k, u.ext[push], self.scale * u.a_ext.t_matmul(gm)[push])
+            if lr.r is not None:
+                torch.autograd.backward([lr.z, lr.r], [gz, lr.r_leaf.grad])
+            else:
+                torch.autograd.backward(lr.z, gz)
+            rec.g = lr.h_in.grad
+        rec.gm = None
+        rec.layers[k] = None  # this layer is done: drop its handles
+
+    def encode_b(self, rec: ChunkRecord, a: Action) -> None:
+        if rec.enc_out.requires_grad:
+            with self.clock.phase("compute", f"B c{rec.unit.index} encoder"):
+                g = rec.g if rec.h0 is None else rec.g + rec.h0.grad
+                torch.autograd.backward(rec.enc_out, g)
+
+    def send_grad(self, rec: ChunkRecord, a: Action) -> None:
+        g0 = []
+        if rec.h0 is not None:
+            g0 = [rec.h0.grad if rec.h0.grad is not None else torch.zeros_like(rec.h0)]
+        self.tx.send_stage(self.stage - 1, [rec.g] + g0, f"grad c{rec.unit.index}", kind="layer", layer=self.m.lo)
