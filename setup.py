@@ -57,12 +57,12 @@ def _extension():
 
     ext = CppExtension(
         "gnnpipe._C",
-        ["csrc/spmm.cpp"],
+        ["csrc/module.cpp", "csrc/spmm.cpp", "csrc/dropout.cpp"],
         extra_compile_args=["-O3", "-fopenmp", "-DNDEBUG"],
         extra_link_args=["-fopenmp"],
-        depends=["csrc/spmm_kernel.inc"],
+        depends=["csrc/kernels.h", "csrc/spmm_kernel.inc"],
     )
-    return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=False)}
+    return [ext], {"build_ext": OptionalBuildExtension}  # ninja (parallel compiles) when installed
 
 
 ext_modules, cmdclass = _extension()

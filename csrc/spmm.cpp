@@ -1,16 +1,16 @@
-// gnnpipe._C: CPU kernels for GNN aggregation (weighted CSR SpMM) and mask-based dropout.
+// Weighted CSR SpMM for GNN aggregation: out = A @ x, parallel over rows, vectorised over the feature dimension.
 //
-// spmm(indptr, indices, values, x, num_rows) -> out [num_rows, d], out = A @ x with A the CSR matrix
-// (indptr int64 [R+1], indices int32 or int64 [nnz], values [nnz] of x's dtype), x [K, d] contiguous.
-// Work is split into parts of about equal (nonzeros + rows), run by OpenMP threads (torch's thread count,
-// dynamic schedule: power-law hub rows and empty rows both balance). Each row is written by one thread, so
-// the backward (A^T @ g) is the same kernel on a transposed CSR, or on A itself when A is symmetric.
-//
-// masked_scale(x, mask, scale) -> x * (mask ? scale : 0), mask a bool tensor of x's shape: dropout forward
-// and backward in one pass, with exactly the rounding of torch's x * (mask.to(dtype) * scale).
-#include <ATen/ATen.h>
+// spmm(indptr, indices, values, x, num_rows) -> out [num_rows, d], A the CSR matrix (indptr int64 [R+1],
+// indices int32 or int64 [nnz], values [nnz] of x's dtype), x [K, d] contiguous. Work is split into parts of
+// about equal (nonzeros + rows), run by OpenMP threads (torch's thread count, dynamic schedule: power-law hub
+// rows and empty rows both balance). Each row is written by one thread, so the backward (A^T @ g) is the same
+// kernel on a transposed CSR, or on A itself when A is symmetric (gnnpipe/models/ops.py decides).
+// The row kernels (spmm_kernel.inc) are compiled for AVX-512, AVX2 and baseline x86-64 and picked at run time.
+#include "kernels.h"
+
 #include <ATen/Parallel.h>
-#include <torch/python.h>  // pybind11 with at::Tensor casters (lighter than torch/extension.h)
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -40,6 +40,7 @@ namespace k_base {
 #include "spmm_kernel.inc"
 }  // namespace k_base
 
+namespace gnnpipe {
 namespace {
 
 template <typename S, typename I>
@@ -122,6 +123,8 @@ void run_rows(RowsFn<S, I> fn, const at::Tensor& indptr, const at::Tensor& indic
   for (int64_t q = 0; q < parts; ++q) fn(p, idx, val, xp, op, b[q], b[q + 1], d);
 }
 
+}  // namespace
+
 at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& values,
                    const at::Tensor& x, int64_t num_rows) {
   TORCH_CHECK(indptr.device().is_cpu() && indices.device().is_cpu() && values.device().is_cpu() &&
@@ -158,32 +161,6 @@ at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::T
   return out;
 }
 
-template <typename S>
-void masked_scale_impl(const S* __restrict__ x, const bool* __restrict__ m, S* __restrict__ o, int64_t n, S scale) {
-  const S zero = S(0);
-  at::parallel_for(0, n, int64_t{1} << 16, [&](int64_t lo, int64_t hi) {
-#pragma omp simd
-    for (int64_t i = lo; i < hi; ++i) o[i] = x[i] * (m[i] ? scale : zero);
-  });
-}
-
-at::Tensor masked_scale(const at::Tensor& x, const at::Tensor& mask, double scale) {
-  TORCH_CHECK(x.device().is_cpu() && mask.device().is_cpu(), "gnnpipe._C.masked_scale: CPU tensors only");
-  TORCH_CHECK(mask.scalar_type() == at::kBool && mask.sizes() == x.sizes(),
-              "gnnpipe._C.masked_scale: mask must be a bool tensor of x's shape");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "gnnpipe._C.masked_scale: float32/float64 only");
-  auto xc = x.contiguous();
-  auto mc = mask.contiguous();
-  auto out = at::empty_like(xc);
-  if (x.scalar_type() == at::kFloat)
-    masked_scale_impl<float>(xc.data_ptr<float>(), mc.data_ptr<bool>(), out.data_ptr<float>(), xc.numel(),
-                             static_cast<float>(scale));
-  else
-    masked_scale_impl<double>(xc.data_ptr<double>(), mc.data_ptr<bool>(), out.data_ptr<double>(), xc.numel(), scale);
-  return out;
-}
-
 bool has_openmp() {
 #ifdef _OPENMP
   return true;
@@ -192,13 +169,6 @@ bool has_openmp() {
 #endif
 }
 
-}  // namespace
+std::string isa() { return kernels().isa; }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "GNNPipe CPU kernels: weighted CSR SpMM (forward and transposed backward), mask-based dropout";
-  m.def("spmm", &spmm, "out = A @ x for CSR A (indptr int64, indices int32/int64, values) and x [K, d]",
-        py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("x"), py::arg("num_rows"));
-  m.def("masked_scale", &masked_scale, "x * (mask ? scale : 0)", py::arg("x"), py::arg("mask"), py::arg("scale"));
-  m.def("isa", []() { return std::string(kernels().isa); }, "instruction set the kernels run with");
-  m.def("has_openmp", &has_openmp, "whether the extension was compiled with OpenMP");
-}
+}  // namespace gnnpipe

@@ -15,6 +15,7 @@ import torch
 
 from gnnpipe import kernels
 from gnnpipe.data.graph import Graph, csr_from_edges
+from gnnpipe.models import ops
 from gnnpipe.models.ops import RowCtx, SparseOp, keyed_generator
 
 HAS_NATIVE = kernels._import_native()[0] is not None
@@ -209,6 +210,23 @@ def test_dropout_bit_identical_to_float_mask(backend, dtype, p):
         new.backward(gy)
         old.backward(gy)
         assert torch.equal(xa.grad.view(torch.uint8), xb.grad.view(torch.uint8))
+
+
+@pytest.mark.skipif(not HAS_NATIVE, reason="gnnpipe._C not built")
+@pytest.mark.parametrize("n", [0, 1, 623, 624, 625, 1249, 20000])
+def test_native_keep_mask_replays_torch_rand(n):
+    native = kernels._import_native()[0]
+    for key in ((0, 0, 0, 0), (9, 8, 7, 6), (2**40, 1, 2, 3)):
+        for p in (0.0, 0.25, 0.6, 0.999):
+            ref = torch.rand(n, generator=keyed_generator(*key), dtype=torch.float32) >= p
+            assert torch.equal(native.keep_mask(ops._key_seed(*key), n, p), ref)
+
+
+def test_dropout_falls_back_to_torch_masks_if_native_stream_differs(monkeypatch):
+    monkeypatch.setattr(ops, "_native_masks", False)
+    x = torch.randn(30, 7, dtype=torch.float64)
+    ctx = RowCtx(training=True, seed=2, epoch=1, chunk=3)
+    assert torch.equal(ctx.dropout(x, 0.4, site=5), _old_dropout(ctx, x, 0.4, site=5))
 
 
 def test_dropout_saves_a_byte_mask(backend):

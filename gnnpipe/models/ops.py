@@ -8,7 +8,8 @@ an undirected graph); chunk blocks with external columns and mean aggregation ke
 Two backends run the same math (:mod:`gnnpipe.kernels`): torch's ``torch.sparse.mm`` on CSR tensors, or the
 C++ row kernels of ``gnnpipe._C`` (csrc/: OpenMP over rows, vectorised over features, int32 indices) for CPU
 float32/float64 tensors, about 2x faster (``experiments/bench_kernels.py``).
-Dropout saves a bool keep-mask (1 byte per element) for its backward instead of a float one.
+Dropout saves a bool keep-mask (1 byte per element) for its backward instead of a float one; the native
+backend draws it straight into bytes from torch's own random stream (same masks, no float32 array).
 """
 
 from __future__ import annotations
@@ -171,14 +172,42 @@ class SparseOp:
         return torch.sparse.mm(at, g.contiguous())
 
 
-def keyed_generator(*key: int) -> torch.Generator:
-    """A CPU generator seeded by a tuple of ints, so random masks depend only on their key."""
+def _key_seed(*key: int) -> int:
+    """The seed of :func:`keyed_generator` for ``key`` (FNV-style hash, in [0, 2^63))."""
     h = 1469598103934665603
     for k in key:
         h = ((h ^ (int(k) & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
+    return h
+
+
+def keyed_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded by a tuple of ints, so random masks depend only on their key."""
     g = torch.Generator()
-    g.manual_seed(h)
+    g.manual_seed(_key_seed(*key))
     return g
+
+
+_native_masks: bool | None = None  # does gnnpipe._C.keep_mask reproduce torch.rand here? (checked once)
+
+
+def _native_mask_fn():
+    """``gnnpipe._C.keep_mask`` when the native backend is on and draws exactly torch's masks, else None.
+
+    The native mask replays torch's CPU random stream (csrc/dropout.cpp); a check against ``torch.rand`` at
+    first use guards against a torch whose stream differs, so masks never depend on the backend.
+    """
+    global _native_masks
+    mod = kernels.native()
+    if mod is None:
+        return None
+    if _native_masks is None:
+        _native_masks = all(
+            torch.equal(mod.keep_mask(_key_seed(*key), n, p), torch.rand(n, generator=keyed_generator(*key)) >= p)
+            for key in ((0, 0, 0, 0), (3, 1, 4, 1))
+            for n in (1, 625, 1300)
+            for p in (0.5, 0.6)
+        )
+    return mod.keep_mask if _native_masks else None
 
 
 @dataclass(frozen=True)
@@ -198,6 +227,9 @@ class RowCtx:
 
     def _mask(self, chunk: int, shape: tuple[int, ...], p: float, site: int) -> torch.Tensor:
         """Keep-mask (bool) of one chunk: the elements whose uniform draw is >= p."""
+        native = _native_mask_fn()
+        if native is not None and 0.0 <= p < 1.0:  # same bits, drawn straight into bytes (no float32 array)
+            return native(_key_seed(self.seed, self.epoch, site, chunk), math.prod(shape), p).view(shape)
         g = keyed_generator(self.seed, self.epoch, site, chunk)
         return torch.rand(shape, generator=g, dtype=torch.float32) >= p
 
