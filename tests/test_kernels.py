@@ -153,6 +153,7 @@ def test_symmetric_operator_reuses_itself():
     assert a is at
     na, nat = sym.native_arrays(torch.float32)
     assert na is nat and na[1].dtype == torch.int32 and na[2].dtype == torch.float32
+    assert sym._t is None and sym._native[torch.float32][1] is None  # no second copy held
     for name in ("square", "external_cols", "tall"):
         op = OPERATORS[name]()
         assert not op.symmetric

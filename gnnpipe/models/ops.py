@@ -85,10 +85,12 @@ class SparseOp:
     def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, num_cols: int):
         self.shape = (int(indptr.numel() - 1), int(num_cols))
         self._arrays = (indptr.to(torch.int64), indices.to(torch.int64), values.to(torch.float64))
-        self._t: _Arrays | None = None  # transpose (int64/float64), None until needed
+        # Built on first use. A symmetric operator keeps no transpose: None stands for "A^T is A" in the caches
+        # (so memory reports, which sum what an operator holds, do not count A twice).
         self._symmetric: bool | None = None
-        self._built: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._native: dict[torch.dtype, tuple[_Arrays, _Arrays]] = {}
+        self._t: _Arrays | None = None  # A^T as int64/float64 arrays, unless symmetric
+        self._built: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._native: dict[torch.dtype, tuple[_Arrays, _Arrays | None]] = {}
 
     @property
     def nnz(self) -> int:
@@ -97,13 +99,7 @@ class SparseOp:
     @property
     def symmetric(self) -> bool:
         """Whether ``A == A^T`` exactly (then the backward reuses ``A``)."""
-        self._transposed()
-        assert self._symmetric is not None
-        return self._symmetric
-
-    def _transposed(self) -> _Arrays:
-        """``A^T`` as int64/float64 CSR arrays; ``self._arrays`` itself when ``A`` is symmetric."""
-        if self._t is None:
+        if self._symmetric is None:
             indptr, indices, values = self._arrays
             t = _transpose_csr(indptr, indices, values, self.shape[1])
             self._symmetric = (
@@ -112,7 +108,14 @@ class SparseOp:
                 and torch.equal(t[1], indices)
                 and torch.equal(t[2], values)
             )
-            self._t = self._arrays if self._symmetric else t
+            self._t = None if self._symmetric else t
+        return self._symmetric
+
+    def _transposed(self) -> _Arrays:
+        """``A^T`` as int64/float64 CSR arrays (``A``'s own arrays when symmetric)."""
+        if self.symmetric:
+            return self._arrays
+        assert self._t is not None
         return self._t
 
     def matrices(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,11 +123,14 @@ class SparseOp:
         key = (dtype, device)
         if key not in self._built:
             indptr, indices, values = self._arrays
-            t = self._transposed()
             a = _csr(indptr, indices, values.to(dtype), self.shape).to(device)
-            at = a if self._symmetric else _csr(t[0], t[1], t[2].to(dtype), (self.shape[1], self.shape[0])).to(device)
+            at = None
+            if not self.symmetric:
+                t = self._transposed()
+                at = _csr(t[0], t[1], t[2].to(dtype), (self.shape[1], self.shape[0])).to(device)
             self._built[key] = (a, at)
-        return self._built[key]
+        a, at = self._built[key]
+        return a, (a if at is None else at)
 
     def native_arrays(self, dtype: torch.dtype) -> tuple[_Arrays, _Arrays]:
         """native backend: ``(A, A^T)`` as (indptr int64, indices int32 where they fit, values in ``dtype``)."""
@@ -136,9 +142,9 @@ class SparseOp:
                 return indptr.contiguous(), indices.to(idx_dtype).contiguous(), values.to(dtype).contiguous()
 
             a = compact(self._arrays, self.shape[1])
-            t = self._transposed()
-            self._native[dtype] = (a, a if self._symmetric else compact(t, self.shape[0]))
-        return self._native[dtype]
+            self._native[dtype] = (a, None if self.symmetric else compact(self._transposed(), self.shape[0]))
+        a, at = self._native[dtype]
+        return a, (a if at is None else at)
 
     def __matmul__(self, z: torch.Tensor) -> torch.Tensor:
         if z.shape[0] != self.shape[1]:
