@@ -105,16 +105,19 @@ class SavedTensors:
     """Bytes autograd saves for backward while active (``with counter:``), one count per storage.
 
     ``bytes`` is the sum over distinct storages packed by autograd; ``mask_bytes`` the part in bool/uint8
-    tensors (dropout masks). Read them at the end of the forward, when everything saved is alive.
+    tensors (dropout masks). Read them at the end of the forward, when everything saved is alive. Storages of
+    ``exclude`` (e.g. the input features, held and counted anyway) are not counted.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, exclude: tuple[torch.Tensor | None, ...] = ()) -> None:
         self.storages: dict[int, tuple[int, bool]] = {}
+        self._skip = {t.untyped_storage().data_ptr() for t in exclude if t is not None}
         self._ctx = None
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
         s = t.untyped_storage()
-        self.storages[s.data_ptr()] = (s.nbytes(), t.dtype in (torch.bool, torch.uint8))
+        if s.data_ptr() not in self._skip:
+            self.storages[s.data_ptr()] = (s.nbytes(), t.dtype in (torch.bool, torch.uint8))
         return t
 
     def __enter__(self) -> SavedTensors:

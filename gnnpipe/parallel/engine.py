@@ -105,17 +105,16 @@ class Engine(StageState):
         plan_digest = (plan.graph_hash, hashlib.sha256(plan.perm.numpy().tobytes()).hexdigest()[:16])
         del g, csr
         self.hist = History(
-            plan.num_nodes, self.stage_model.dims.agg_widths[lo:hi], period=p.history_period,
+            self.layout.num_slots, self.stage_model.dims.agg_widths[lo:hi], period=p.history_period,
             momentum=p.history_momentum, dtype=self.dtype, device=self.device,
         )  # fmt: skip
         self.clock = Clock(comm.rank)
         self.tx = Transfers(comm, self.clock, self.dtype)
         self.steps = ChunkSteps(
-            self.stage_model, self.hist, self.tx, self.clock, x=x, y=y, row0=self.row0, num_train=num_train,
+            self.stage_model, self.hist, self.tx, self.clock, x=x, y=y, num_train=num_train,
             scale=p.cross_chunk_grad_scale, recompute=p.recompute,
         )  # fmt: skip
-        self.evaluator = Evaluator(self.stage_model, self.tx, self.layout, x=x, y=y, masks=self.masks, row0=self.row0,
-                                   num_nodes=plan.num_nodes)  # fmt: skip
+        self.evaluator = Evaluator(self.stage_model, self.tx, self.layout, x=x, y=y, masks=self.masks)
         self.epoch_bytes: dict[str, float] = dict.fromkeys(TRAIN_KINDS, 0.0)
         self.record_grads = False
         self.last_grads: dict[str, torch.Tensor] = {}
@@ -159,7 +158,7 @@ class Engine(StageState):
         self.optimizer.zero_grad(set_to_none=True)
         self._losses = []
         recs: dict[int, ChunkRecord] = {}
-        saved = SavedTensors() if self.saved_bytes is None else None  # measured in the first epoch
+        saved = SavedTensors(exclude=(steps.x,)) if self.saved_bytes is None else None  # first epoch only
         with saved or contextlib.nullcontext():
             self._run(actions, recs, lay, pos_of, epoch, saved)
         assert not recs, f"chunks left unfinished: {sorted(recs)}"

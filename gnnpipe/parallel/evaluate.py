@@ -14,7 +14,7 @@ import torch
 
 from gnnpipe.models.ops import RowCtx
 from gnnpipe.parallel.dims import ParallelDims
-from gnnpipe.parallel.layout import Layout, Unit
+from gnnpipe.parallel.layout import Layout
 from gnnpipe.parallel.schedule import Action, eval_schedule
 from gnnpipe.parallel.transfer import Transfers
 from gnnpipe.train.metrics import Accuracies, from_counts, score_counts
@@ -32,11 +32,9 @@ class Evaluator:
         x: torch.Tensor | None,
         y: torch.Tensor | None,
         masks: tuple[torch.Tensor, ...] | None,
-        row0: int,
-        num_nodes: int,
     ):
         self.m, self.tx, self.layout = model, transfers, layout
-        self.x, self.y, self.masks, self.row0, self.num_nodes = x, y, masks, row0, num_nodes
+        self.x, self.y, self.masks = x, y, masks
         self.ctx = RowCtx(training=False)
         self._peak_buffers = 0
 
@@ -44,13 +42,10 @@ class Evaluator:
         """Largest bytes of evaluation buffers held at once (reported in the memory section)."""
         return self._peak_buffers
 
-    def _rows(self, u: Unit) -> slice:
-        return slice(u.lo - self.row0, u.hi - self.row0)
-
     def run(self, dims: ParallelDims, executed: list[Action] | None = None) -> Accuracies:
         """Run this worker's :func:`eval_schedule`; collective."""
         units = self.layout.units
-        n_way = units[-1].hi - self.row0
+        n_way = self.layout.rows
         d = self.m.dims
         stage = self.tx.stage
         width_in = d.boundary_widths[self.m.lo - 1] if self.m.lo > 0 else None
@@ -81,46 +76,46 @@ class Evaluator:
     # ------------------------------------------------------------------ input
     def eval_encode(self, act: Action) -> None:
         u = self.layout.units[act.chunk]
-        h, h0 = self.m.encoder(self.x[self._rows(u)], self.ctx)
+        h, h0 = self.m.encoder(self.x[u.own], self.ctx)
         if self.h is None:
             self.h = torch.empty(self.x.shape[0], h.shape[1], dtype=h.dtype, device=h.device)
-        self.h[self._rows(u)] = h
+        self.h[u.own] = h
         if h0 is not None:
-            self.h0[self._rows(u)] = h0
+            self.h0[u.own] = h0
 
     def eval_recv(self, act: Action) -> None:
         u = self.layout.units[act.chunk]
         shapes = [(u.n, self.h.shape[1])] + ([(u.n, self.h0.shape[1])] if self.h0 is not None else [])
         got = self.tx.recv_stage(self.tx.stage - 1, shapes, f"eval c{u.index}", kind="eval", layer=self.m.lo)
-        self.h[self._rows(u)] = got[0]
+        self.h[u.own] = got[0]
         if self.h0 is not None:
-            self.h0[self._rows(u)] = got[1]
+            self.h0[u.own] = got[1]
 
     # ------------------------------------------------------------------ layers
     def eval_pre(self, act: Action) -> None:
         self._advance(act)
         k, u = act.layer - self.m.lo, self.layout.units[act.chunk]
         layer = self.m.layers[k]
-        z, r = layer.pre(self.h[self._rows(u)], self.ctx)
+        z, r = layer.pre(self.h[u.own], self.ctx)
         if act.chunk == 0:  # this layer's buffers
-            self.z = torch.zeros(self.num_nodes, z.shape[1], dtype=z.dtype, device=z.device)
+            self.z = torch.zeros(self.layout.num_slots, z.shape[1], dtype=z.dtype, device=z.device)
             self.r = torch.empty(self.h.shape[0], r.shape[1], dtype=r.dtype, device=r.device) if r is not None else None
             self.h_next = torch.empty(self.h.shape[0], layer.out_width, dtype=z.dtype, device=z.device)
             self._track()
-        self.z[u.lo : u.hi] = z
+        self.z[u.own] = z
         if r is not None:
-            self.r[self._rows(u)] = r
+            self.r[u.own] = r
 
     def eval_halo(self, act: Action) -> None:
         u = self.layout.units[act.chunk]
-        got = self.tx.halo(self.layout, u, act.layer, self.z[u.lo : u.hi], forward=True, kind="eval")
+        got = self.tx.halo(self.layout, u, act.layer, self.z[u.own], forward=True, kind="eval")
         for w2, rows in got.items():
-            self.z[self.layout.remotes[(w2, u.index)].fwd_ids] = rows
+            self.z[self.layout.remotes[(w2, u.index)].fwd_slot] = rows
 
     def eval_agg(self, act: Action) -> None:
         k, u = act.layer - self.m.lo, self.layout.units[act.chunk]
-        m = u.a_in @ self.z[u.lo : u.hi] + u.a_ext @ self.z[u.ext]
-        rows = self._rows(u)
+        m = u.a_in @ self.z[u.own] + u.a_ext @ self.z[u.ext_slot]
+        rows = u.own
         r = self.r[rows] if self.r is not None else None
         h0 = self.h0[rows] if self.h0 is not None else None
         self.h_next[rows] = self.m.layers[k].post(m, r, h0, self.ctx)
@@ -130,14 +125,14 @@ class Evaluator:
         self._advance(act)
         self.z = self.r = None
         u = self.layout.units[act.chunk]
-        out = [self.h[self._rows(u)]] + ([self.h0[self._rows(u)]] if self.h0 is not None else [])
+        out = [self.h[u.own]] + ([self.h0[u.own]] if self.h0 is not None else [])
         self.tx.send_stage(self.tx.stage + 1, out, f"eval c{u.index}", kind="eval", layer=self.m.lo)
 
     def eval_head(self, act: Action) -> None:
         self._advance(act)
         self.z = self.r = None
         u = self.layout.units[act.chunk]
-        rows = self._rows(u)
+        rows = u.own
         logits = self.m.head(self.h[rows], self.ctx)
         self.counts += score_counts(logits.cpu(), self.y[rows].cpu(), tuple(m[rows].cpu() for m in self.masks))
 

@@ -31,8 +31,10 @@ class Unit:
     a_in: SparseOp  # Ahat[rows, rows]
     a_ext: SparseOp  # Ahat[rows, ext]
     ext: torch.Tensor  # [X] sorted out-of-unit in-neighbours (any way)
+    ext_slot: torch.Tensor  # [X] their rows in this worker's history (see Layout)
     ext_unit: torch.Tensor  # [X] local unit index (in its own way) of each ext vertex
     ext_own: torch.Tensor  # [X] bool: ext vertex belongs to this way (its gradient is pushed locally)
+    own: slice  # this unit's rows in this worker's history (and in its way-local x / y)
     train: torch.Tensor  # [T] training rows, relative to lo
     segments: tuple[tuple[int, int], ...]  # (chunk, rows) in row order: dropout masks are keyed per chunk
     send_fwd: dict[int, torch.Tensor] = field(default_factory=dict)  # peer way -> rows (rel.) of z sent
@@ -48,17 +50,25 @@ class Remote:
     """Unit ``index`` of another way, as this worker sees it."""
 
     fwd_ids: torch.Tensor  # rows of its z this worker receives (halo_fwd toward this way)
+    fwd_slot: torch.Tensor  # ... and where they go in this worker's history
     bwd_ids: torch.Tensor  # rows of its grad(m) this worker receives (halo_bwd toward this way)
     r_op: SparseOp  # Ahat[bwd_ids, tgt]: how those gradient rows reach this way's vertices
     tgt: torch.Tensor  # this way's vertices those rows read
+    tgt_slot: torch.Tensor
     tgt_unit: torch.Tensor
 
 
 @dataclass
 class Layout:
+    """A way's units, what it knows of the other ways' units, and its *slots*: the rows of per-row buffers
+    (history, evaluation) this worker holds -- its own rows ``[0, rows)`` in plan order, then the other ways'
+    rows it reads (its halo), sorted. With one way the slots are the vertex ids."""
+
     units: list[Unit]
     remotes: dict[tuple[int, int], Remote]  # (peer way, unit index) -> remote unit
     costs: torch.Tensor  # [P] in-edges per unit index summed over ways (for degree order)
+    rows: int  # this way's vertices
+    num_slots: int  # rows + halo rows
 
 
 def chunk_groups(plan: ChunkPlan) -> list[list[list[int]]]:
@@ -104,6 +114,19 @@ def build_layout(
     vchunk = plan.vertex_chunk()
     vunit = unit_of_chunk[vchunk]
     vway = plan.chunk_way[vchunk]
+    my_lo, my_hi = plan.way_range(way)
+    halo = torch.unique(torch.cat([plan.halo_fwd(c, way) for c in range(plan.num_chunks)]))  # rows others send
+
+    def slots(ids: torch.Tensor) -> torch.Tensor:
+        """History rows of vertex ids: own rows first, then the halo rows (sorted)."""
+        mine = (ids >= my_lo) & (ids < my_hi)
+        if halo.numel() == 0:
+            assert bool(mine.all()), "a foreign row this way reads is not in its halo"
+            return ids - my_lo
+        pos = torch.searchsorted(halo, ids).clamp_(max=halo.numel() - 1)
+        assert bool((mine | (halo[pos] == ids)).all()), "a foreign row this way reads is not in its halo"
+        return torch.where(mine, ids - my_lo, (my_hi - my_lo) + pos)
+
     units = []
     for j, chunks in enumerate(groups[way]):
         lo, hi = plan.chunk_range(chunks[0])[0], plan.chunk_range(chunks[-1])[1]
@@ -118,8 +141,10 @@ def build_layout(
             a_in=sub_operator(csr, rows, rows),
             a_ext=sub_operator(csr, rows, ext),
             ext=ext,
+            ext_slot=slots(ext),
             ext_unit=vunit[ext],
             ext_own=vway[ext] == way,
+            own=slice(lo - my_lo, hi - my_lo),
             train=train_mask[lo:hi].nonzero().flatten(),
             segments=tuple((c, plan.chunk_range(c)[1] - plan.chunk_range(c)[0]) for c in chunks),
         )
@@ -129,7 +154,6 @@ def build_layout(
                 u.send_bwd[w2] = torch.cat([plan.halo_bwd(c, w2) for c in chunks]) - lo
         units.append(_on_device(u, device))
     remotes = {}
-    my_lo, my_hi = plan.way_range(way)
     for w2 in range(W):
         if w2 == way:
             continue
@@ -138,11 +162,11 @@ def build_layout(
             bwd = torch.cat([plan.halo_bwd(c, way) for c in chunks])
             tgt = in_neighbours(csr, bwd)
             tgt = tgt[(tgt >= my_lo) & (tgt < my_hi)]
-            rem = Remote(fwd, bwd, sub_operator(csr, bwd, tgt), tgt, vunit[tgt])
+            rem = Remote(fwd, slots(fwd), bwd, sub_operator(csr, bwd, tgt), tgt, tgt - my_lo, vunit[tgt])
             remotes[(w2, j)] = _on_device(rem, device)
     in_edges = plan.block_counts.sum(1)
     costs = torch.zeros(len(groups[0]), dtype=torch.int64)
     for w in range(W):
         for j, chunks in enumerate(groups[w]):
             costs[j] += int(in_edges[torch.tensor(chunks)].sum())
-    return Layout(units, remotes, costs)
+    return Layout(units, remotes, costs, my_hi - my_lo, (my_hi - my_lo) + halo.numel())

@@ -88,7 +88,7 @@ class ChunkRecord:
 
 
 class ChunkSteps:
-    """The training actions of one worker. ``x``/``y`` hold only this way's rows (``row0`` is its first id)."""
+    """The training actions of one worker. ``x``/``y`` hold only this way's rows (a unit's ``own`` slice)."""
 
     def __init__(
         self,
@@ -99,13 +99,12 @@ class ChunkSteps:
         *,
         x: torch.Tensor | None,
         y: torch.Tensor | None,
-        row0: int,
         num_train: int,
         scale: float,
         recompute: bool,
     ):
         self.m, self.hist, self.tx, self.clock = model, hist, transfers, clock
-        self.x, self.y, self.row0, self.num_train = x, y, row0, num_train
+        self.x, self.y, self.num_train = x, y, num_train
         self.scale, self.recompute = scale, recompute
         self.stage = transfers.stage
         self.first, self.last = model.encoder is not None, model.head is not None
@@ -125,7 +124,7 @@ class ChunkSteps:
     def encode(self, rec: ChunkRecord, a: Action) -> None:
         u = rec.unit
         with self.clock.phase("compute", f"F c{u.index} encoder"), torch.set_grad_enabled(not self.recompute):
-            h, h0 = self.m.encoder(self.x[u.lo - self.row0 : u.hi - self.row0], rec.ctx)
+            h, h0 = self.m.encoder(self.x[u.own], rec.ctx)
         rec.enc_out = h
         rec.h = h.detach().requires_grad_(h.requires_grad)
         rec.h0 = h0.detach().requires_grad_() if h0 is not None else None
@@ -146,13 +145,13 @@ class ChunkSteps:
             h_in = rec.h if k == 0 or self.recompute else rec.h.detach().requires_grad_()
             z, r = self.m.layers[k].pre(h_in, rec.ctx)
             lr = LayerRecord(h_in=h_in, z=z, zd=z.detach(), r=r)
-            self.hist.push(k, slice(u.lo, u.hi), lr.zd)
+            self.hist.push(k, u.own, lr.zd)
         rec.layers.append(lr)
 
     def halo(self, rec: ChunkRecord, a: Action) -> None:
         lr = rec.layers[self._k(a)]
         for w2, rows in self.tx.halo(self.layout, rec.unit, a.layer, lr.zd, forward=True).items():
-            self.hist.push(self._k(a), self.layout.remotes[(w2, rec.unit.index)].fwd_ids, rows)
+            self.hist.push(self._k(a), self.layout.remotes[(w2, rec.unit.index)].fwd_slot, rows)
 
     def agg(self, rec: ChunkRecord, a: Action) -> None:
         k, u = self._k(a), rec.unit
@@ -161,7 +160,7 @@ class ChunkSteps:
             self.clock.phase("compute", f"F c{u.index} L{a.layer} agg+post"),
             torch.set_grad_enabled(not self.recompute),
         ):
-            e = self.hist.pull(k, u.ext, rec.fresh)
+            e = self.hist.pull(k, u.ext_slot, rec.fresh)
             m = u.a_in @ lr.zd + u.a_ext @ e
             del e
             if self.recompute:
@@ -183,7 +182,7 @@ class ChunkSteps:
         with self.clock.phase("compute", f"F c{u.index} head+loss"), torch.set_grad_enabled(not self.recompute):
             rec.head_in = rec.h.detach().requires_grad_()
             logits = self.m.head(rec.head_in, rec.ctx)
-            y = self.y[u.lo - self.row0 : u.hi - self.row0]
+            y = self.y[u.own]
             rec.loss = chunk_loss(logits[u.train], y[u.train], self.num_train)
         if self.recompute:
             rec.head_in = None
@@ -210,7 +209,7 @@ class ChunkSteps:
         u = rec.unit
         with self.clock.phase("compute", f"R c{u.index} recompute"):
             if self.first:  # rec.h0 stays: the same values, and it holds the gradient later stages sent for it
-                rec.enc_out, _ = self.m.encoder(self.x[u.lo - self.row0 : u.hi - self.row0], rec.ctx)
+                rec.enc_out, _ = self.m.encoder(self.x[u.own], rec.ctx)
                 h = rec.enc_out.detach().requires_grad_(rec.enc_out.requires_grad)
             else:
                 h = rec.stage_in
@@ -227,7 +226,7 @@ class ChunkSteps:
             rec.m_saved = []
             if self.last:
                 rec.head_in = h.detach().requires_grad_()
-                y = self.y[u.lo - self.row0 : u.hi - self.row0]
+                y = self.y[u.own]
                 rec.loss = chunk_loss(self.m.head(rec.head_in, rec.ctx)[u.train], y[u.train], self.num_train)
 
     def loss_b(self, rec: ChunkRecord, a: Action) -> None:
@@ -255,14 +254,14 @@ class ChunkSteps:
                 rem = self.layout.remotes[(w2, u.index)]
                 rpos = self.pos_of[rem.tgt_unit]
                 factor = torch.where(rpos == rec.pos, 1.0, torch.where(rpos < rec.pos, self.scale, 0.0))
-                self.hist.add_grad(k, rem.tgt, rem.r_op.t_matmul(rows) * factor.to(gm)[:, None])
+                self.hist.add_grad(k, rem.tgt_slot, rem.r_op.t_matmul(rows) * factor.to(gm)[:, None])
             gz = u.a_in.t_matmul(gm)
-            pending = self.hist.grad_of(k, slice(u.lo, u.hi))
+            pending = self.hist.grad_of(k, u.own)
             if pending is not None:
                 gz += pending
             push = rec.fresh & u.ext_own  # this way's earlier chunks read fresh: send them their gradient
             if push.any():
-                self.hist.add_grad(k, u.ext[push], self.scale * u.a_ext.t_matmul(gm)[push])
+                self.hist.add_grad(k, u.ext_slot[push], self.scale * u.a_ext.t_matmul(gm)[push])
             if lr.r is not None:
                 torch.autograd.backward([lr.z, lr.r], [gz, lr.r_leaf.grad])
             else:

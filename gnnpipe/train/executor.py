@@ -178,7 +178,7 @@ class SingleDeviceExecutor(WholeModelExecutor):
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         first = self.saved_bytes is None
-        with SavedTensors() if first else contextlib.nullcontext() as saved:
+        with SavedTensors(exclude=(self.x,)) if first else contextlib.nullcontext() as saved:
             loss = self.loss(epoch)
         if first:
             self.saved_bytes = {"saved_for_backward": saved.bytes, "dropout_masks": saved.mask_bytes}
