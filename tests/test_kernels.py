@@ -292,3 +292,30 @@ def test_info_prints_the_backend():
     )
     assert r.returncode == 0, r.stderr
     assert "kernels: torch: forced by GNNPIPE_KERNELS=torch" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------- CUDA (gpu_check.sh)
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@CUDA
+@pytest.mark.parametrize("name", ["external_cols", "gcn_symmetric"])
+def test_cuda_aggregation_matches_dense(name):
+    op = OPERATORS[name]()
+    a = _dense(op)
+    z = torch.randn(op.shape[1], 33, dtype=torch.float64)
+    zc = z.cuda().requires_grad_()
+    out = op @ zc
+    assert out.device.type == "cuda"
+    torch.testing.assert_close(out.cpu(), a @ z)
+    gy = torch.randn(op.shape[0], 33, dtype=torch.float64)
+    out.backward(gy.cuda())
+    torch.testing.assert_close(zc.grad.cpu(), a.t() @ gy)
+    torch.testing.assert_close(op.t_matmul(gy.cuda()).cpu(), a.t() @ gy)
+
+
+@CUDA
+def test_cuda_dropout_same_bits_as_cpu():
+    x = torch.randn(50, 16)
+    ctx = RowCtx(training=True, seed=5, epoch=1, segments=((0, 20), (3, 30)))
+    assert torch.equal(ctx.dropout(x.cuda(), 0.3, site=2).cpu(), ctx.dropout(x, 0.3, site=2))
