@@ -134,6 +134,7 @@ WORLD2 = (
     + [cfg_dict("gcnii", 1, 2, 8, history_period=3, chunk_order="degree", cross_chunk_grad_scale=1.0)]
     + [cfg_dict(a, 1, 2, 8, recompute=True) for a in ARCHS]  # recompute equals the run without it
     + [cfg_dict("resgcn", 2, 1, 8, SBM, recompute=True)]
+    + [cfg_dict("gcnii", 1, 2, 8, warmup_exact_epochs=1), cfg_dict("gcn", 2, 1, 8, SBM, warmup_exact_epochs=1)]
 )
 
 

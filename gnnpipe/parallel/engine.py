@@ -105,8 +105,8 @@ class Engine(StageState):
         plan_digest = (plan.graph_hash, hashlib.sha256(plan.perm.numpy().tobytes()).hexdigest()[:16])
         del g, csr
         self.hist = History(
-            self.layout.num_slots, self.stage_model.dims.agg_widths[lo:hi], period=p.history_period,
-            momentum=p.history_momentum, dtype=self.dtype, device=self.device,
+            self.layout.hist_rows, self.stage_model.dims.agg_widths[lo:hi], period=p.history_period,
+            momentum=p.history_momentum, dtype=self.dtype, device=self.device, grad_rows=self.layout.grad_rows,
         )  # fmt: skip
         self.clock = Clock(comm.rank)
         self.tx = Transfers(comm, self.clock, self.dtype)

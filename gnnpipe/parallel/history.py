@@ -21,9 +21,13 @@ __all__ = ["History"]
 
 
 class History:
-    def __init__(self, num_nodes: int, widths: list[int], *, period: int, momentum: float, dtype, device):
+    def __init__(
+        self, num_nodes: int, widths: list[int], *, period: int, momentum: float, dtype, device, grad_rows=None
+    ):
+        """``num_nodes`` rows of history, ``grad_rows`` (default the same) of gradient buffer, per layer."""
         self.period, self.momentum = period, momentum
         self.widths = list(widths)
+        self.grad_rows = num_nodes if grad_rows is None else grad_rows
         self.Z = [torch.zeros(num_nodes, d, dtype=dtype, device=device) for d in widths]
         self.separate = period > 1 or momentum > 0
         self.H = [z.clone() for z in self.Z] if self.separate else self.Z
@@ -45,7 +49,8 @@ class History:
         if rows.numel() == 0:
             return
         if self.G[layer] is None:
-            self.G[layer] = torch.zeros_like(self.Z[layer])
+            z = self.Z[layer]
+            self.G[layer] = torch.zeros(self.grad_rows, z.shape[1], dtype=z.dtype, device=z.device)
             held = sum(g.numel() * g.element_size() for g in self.G if g is not None)
             self.grad_bytes_max = max(self.grad_bytes_max, held)
         self.G[layer].index_add_(0, rows, grad)

@@ -31,10 +31,16 @@ class Unit:
     a_in: SparseOp  # Ahat[rows, rows]
     a_ext: SparseOp  # Ahat[rows, ext]
     ext: torch.Tensor  # [X] sorted out-of-unit in-neighbours (any way)
-    ext_slot: torch.Tensor  # [X] their rows in this worker's history (see Layout)
+    ext_slot: torch.Tensor  # [X] their rows in the evaluation buffer (see Layout)
+    ext_hslot: torch.Tensor  # [X] their rows in the history
+    ext_gslot: torch.Tensor  # [X] their rows in the gradient buffer (this way's rows only; -1 for others)
     ext_unit: torch.Tensor  # [X] local unit index (in its own way) of each ext vertex
     ext_own: torch.Tensor  # [X] bool: ext vertex belongs to this way (its gradient is pushed locally)
-    own: slice  # this unit's rows in this worker's history (and in its way-local x / y)
+    store_pos: torch.Tensor  # rows of the unit (relative) that some chunk reads: kept in the history ...
+    store_slot: torch.Tensor  # ... at these history rows
+    grad_pos: torch.Tensor  # rows of the unit (relative) that can receive gradient from other chunks ...
+    grad_slot: torch.Tensor  # ... at these gradient-buffer rows
+    own: slice  # this unit's rows in the way-local x / y and evaluation buffer
     train: torch.Tensor  # [T] training rows, relative to lo
     segments: tuple[tuple[int, int], ...]  # (chunk, rows) in row order: dropout masks are keyed per chunk
     send_fwd: dict[int, torch.Tensor] = field(default_factory=dict)  # peer way -> rows (rel.) of z sent
@@ -50,25 +56,32 @@ class Remote:
     """Unit ``index`` of another way, as this worker sees it."""
 
     fwd_ids: torch.Tensor  # rows of its z this worker receives (halo_fwd toward this way)
-    fwd_slot: torch.Tensor  # ... and where they go in this worker's history
+    fwd_slot: torch.Tensor  # ... their rows in the evaluation buffer
+    fwd_hslot: torch.Tensor  # ... and in the history
     bwd_ids: torch.Tensor  # rows of its grad(m) this worker receives (halo_bwd toward this way)
     r_op: SparseOp  # Ahat[bwd_ids, tgt]: how those gradient rows reach this way's vertices
     tgt: torch.Tensor  # this way's vertices those rows read
-    tgt_slot: torch.Tensor
+    tgt_gslot: torch.Tensor  # ... their rows in the gradient buffer
     tgt_unit: torch.Tensor
 
 
 @dataclass
 class Layout:
-    """A way's units, what it knows of the other ways' units, and its *slots*: the rows of per-row buffers
-    (history, evaluation) this worker holds -- its own rows ``[0, rows)`` in plan order, then the other ways'
-    rows it reads (its halo), sorted. With one way the slots are the vertex ids."""
+    """A way's units, what it knows of the other ways' units, and the rows of its per-row buffers (DESIGN §7):
+
+    - history (``hist_rows``): only the rows some chunk of this way reads from outside itself -- its own
+      boundary rows and the other ways' rows it reads (sorted ids). Rows nobody reads are never stored.
+    - gradient buffer (``grad_rows``): this way's rows that receive gradient from other chunks (read by its
+      own chunks or by other ways).
+    - evaluation buffer (``num_slots``): this way's rows ``[0, rows)`` in plan order, then its halo rows."""
 
     units: list[Unit]
     remotes: dict[tuple[int, int], Remote]  # (peer way, unit index) -> remote unit
     costs: torch.Tensor  # [P] in-edges per unit index summed over ways (for degree order)
     rows: int  # this way's vertices
     num_slots: int  # rows + halo rows
+    hist_rows: int
+    grad_rows: int
 
 
 def chunk_groups(plan: ChunkPlan) -> list[list[list[int]]]:
@@ -93,6 +106,21 @@ def _on_device(obj, device: torch.device):
     return obj
 
 
+def _positions(sorted_ids: torch.Tensor, ids: torch.Tensor, what: str) -> torch.Tensor:
+    """Index of every id of ``ids`` in ``sorted_ids`` (each must be there)."""
+    if ids.numel() == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    pos = torch.searchsorted(sorted_ids, ids).clamp_(max=max(sorted_ids.numel() - 1, 0))
+    assert sorted_ids.numel() and bool((sorted_ids[pos] == ids).all()), f"a row is missing from {what}"
+    return pos
+
+
+def _members(sorted_ids: torch.Tensor, rows: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions within ``rows`` of the rows in ``sorted_ids``, their indices there)."""
+    where = torch.isin(rows, sorted_ids).nonzero().flatten()
+    return where, _positions(sorted_ids, rows[where], what)
+
+
 def build_layout(
     plan: ChunkPlan,
     csr: Csr,
@@ -104,7 +132,8 @@ def build_layout(
 ) -> Layout:
     """Units of ``way`` for a grouping of chunks (``groups[w][j]`` = chunks of way w processed as unit j).
 
-    ``csr``: the permuted, normalised in-edge CSR (new ids); ``train_mask``: [N] bool in new ids.
+    ``csr``: the permuted, normalised in-edge CSR (new ids); ``train_mask``: [N] bool in new ids. History rows
+    are the same for every grouping (they come from the chunks), so exact and chunked epochs share a history.
     """
     W = plan.num_ways
     unit_of_chunk = torch.empty(plan.num_chunks, dtype=torch.int64)
@@ -115,17 +144,18 @@ def build_layout(
     vunit = unit_of_chunk[vchunk]
     vway = plan.chunk_way[vchunk]
     my_lo, my_hi = plan.way_range(way)
+    mine = plan.chunks_of_way(way)
     halo = torch.unique(torch.cat([plan.halo_fwd(c, way) for c in range(plan.num_chunks)]))  # rows others send
+    read = torch.unique(torch.cat([plan.ext(c) for c in mine]))  # rows this way's chunks read: the history
+    read_by_others = [plan.halo_fwd(c, w2) for c in mine for w2 in range(W) if w2 != way]
+    grads = torch.unique(torch.cat([read[(read >= my_lo) & (read < my_hi)], *read_by_others]))  # rows given grads
 
-    def slots(ids: torch.Tensor) -> torch.Tensor:
-        """History rows of vertex ids: own rows first, then the halo rows (sorted)."""
-        mine = (ids >= my_lo) & (ids < my_hi)
-        if halo.numel() == 0:
-            assert bool(mine.all()), "a foreign row this way reads is not in its halo"
-            return ids - my_lo
-        pos = torch.searchsorted(halo, ids).clamp_(max=halo.numel() - 1)
-        assert bool((mine | (halo[pos] == ids)).all()), "a foreign row this way reads is not in its halo"
-        return torch.where(mine, ids - my_lo, (my_hi - my_lo) + pos)
+    def eval_slots(ids: torch.Tensor) -> torch.Tensor:
+        """Evaluation buffer rows: this way's rows first, then the halo rows (sorted)."""
+        own = (ids >= my_lo) & (ids < my_hi)
+        out = ids - my_lo
+        out[~own] = (my_hi - my_lo) + _positions(halo, ids[~own], "the halo")
+        return out
 
     units = []
     for j, chunks in enumerate(groups[way]):
@@ -133,21 +163,20 @@ def build_layout(
         rows = torch.arange(lo, hi)
         ext = in_neighbours(csr, rows)
         ext = ext[(ext < lo) | (ext >= hi)]
+        ext_own = vway[ext] == way
+        ext_gslot = torch.full_like(ext, -1)
+        ext_gslot[ext_own] = _positions(grads, ext[ext_own], "the gradient rows")
+        store_pos, store_slot = _members(read, rows, "the history")
+        grad_pos, grad_slot = _members(grads, rows, "the gradient rows")
         u = Unit(
-            index=j,
-            chunks=chunks,
-            lo=lo,
-            hi=hi,
-            a_in=sub_operator(csr, rows, rows),
-            a_ext=sub_operator(csr, rows, ext),
-            ext=ext,
-            ext_slot=slots(ext),
-            ext_unit=vunit[ext],
-            ext_own=vway[ext] == way,
-            own=slice(lo - my_lo, hi - my_lo),
-            train=train_mask[lo:hi].nonzero().flatten(),
+            index=j, chunks=chunks, lo=lo, hi=hi,
+            a_in=sub_operator(csr, rows, rows), a_ext=sub_operator(csr, rows, ext),
+            ext=ext, ext_slot=eval_slots(ext), ext_hslot=_positions(read, ext, "the history"), ext_gslot=ext_gslot,
+            ext_unit=vunit[ext], ext_own=ext_own,
+            store_pos=store_pos, store_slot=store_slot, grad_pos=grad_pos, grad_slot=grad_slot,
+            own=slice(lo - my_lo, hi - my_lo), train=train_mask[lo:hi].nonzero().flatten(),
             segments=tuple((c, plan.chunk_range(c)[1] - plan.chunk_range(c)[0]) for c in chunks),
-        )
+        )  # fmt: skip
         for w2 in range(W):
             if w2 != way:
                 u.send_fwd[w2] = torch.cat([plan.halo_fwd(c, w2) for c in chunks]) - lo
@@ -162,11 +191,15 @@ def build_layout(
             bwd = torch.cat([plan.halo_bwd(c, way) for c in chunks])
             tgt = in_neighbours(csr, bwd)
             tgt = tgt[(tgt >= my_lo) & (tgt < my_hi)]
-            rem = Remote(fwd, slots(fwd), bwd, sub_operator(csr, bwd, tgt), tgt, tgt - my_lo, vunit[tgt])
+            rem = Remote(
+                fwd_ids=fwd, fwd_slot=eval_slots(fwd), fwd_hslot=_positions(read, fwd, "the history"),
+                bwd_ids=bwd, r_op=sub_operator(csr, bwd, tgt), tgt=tgt,
+                tgt_gslot=_positions(grads, tgt, "the gradient rows"), tgt_unit=vunit[tgt],
+            )  # fmt: skip
             remotes[(w2, j)] = _on_device(rem, device)
     in_edges = plan.block_counts.sum(1)
     costs = torch.zeros(len(groups[0]), dtype=torch.int64)
     for w in range(W):
         for j, chunks in enumerate(groups[w]):
             costs[j] += int(in_edges[torch.tensor(chunks)].sum())
-    return Layout(units, remotes, costs, my_hi - my_lo, (my_hi - my_lo) + halo.numel())
+    return Layout(units, remotes, costs, my_hi - my_lo, (my_hi - my_lo) + halo.numel(), read.numel(), grads.numel())

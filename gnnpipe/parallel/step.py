@@ -145,13 +145,13 @@ class ChunkSteps:
             h_in = rec.h if k == 0 or self.recompute else rec.h.detach().requires_grad_()
             z, r = self.m.layers[k].pre(h_in, rec.ctx)
             lr = LayerRecord(h_in=h_in, z=z, zd=z.detach(), r=r)
-            self.hist.push(k, u.own, lr.zd)
+            self.hist.push(k, u.store_slot, lr.zd[u.store_pos])
         rec.layers.append(lr)
 
     def halo(self, rec: ChunkRecord, a: Action) -> None:
         lr = rec.layers[self._k(a)]
         for w2, rows in self.tx.halo(self.layout, rec.unit, a.layer, lr.zd, forward=True).items():
-            self.hist.push(self._k(a), self.layout.remotes[(w2, rec.unit.index)].fwd_slot, rows)
+            self.hist.push(self._k(a), self.layout.remotes[(w2, rec.unit.index)].fwd_hslot, rows)
 
     def agg(self, rec: ChunkRecord, a: Action) -> None:
         k, u = self._k(a), rec.unit
@@ -160,7 +160,7 @@ class ChunkSteps:
             self.clock.phase("compute", f"F c{u.index} L{a.layer} agg+post"),
             torch.set_grad_enabled(not self.recompute),
         ):
-            e = self.hist.pull(k, u.ext_slot, rec.fresh)
+            e = self.hist.pull(k, u.ext_hslot, rec.fresh)
             m = u.a_in @ lr.zd + u.a_ext @ e
             del e
             if self.recompute:
@@ -254,14 +254,14 @@ class ChunkSteps:
                 rem = self.layout.remotes[(w2, u.index)]
                 rpos = self.pos_of[rem.tgt_unit]
                 factor = torch.where(rpos == rec.pos, 1.0, torch.where(rpos < rec.pos, self.scale, 0.0))
-                self.hist.add_grad(k, rem.tgt_slot, rem.r_op.t_matmul(rows) * factor.to(gm)[:, None])
+                self.hist.add_grad(k, rem.tgt_gslot, rem.r_op.t_matmul(rows) * factor.to(gm)[:, None])
             gz = u.a_in.t_matmul(gm)
-            pending = self.hist.grad_of(k, u.own)
+            pending = self.hist.grad_of(k, u.grad_slot)
             if pending is not None:
-                gz += pending
+                gz.index_add_(0, u.grad_pos, pending)
             push = rec.fresh & u.ext_own  # this way's earlier chunks read fresh: send them their gradient
             if push.any():
-                self.hist.add_grad(k, u.ext_slot[push], self.scale * u.a_ext.t_matmul(gm)[push])
+                self.hist.add_grad(k, u.ext_gslot[push], self.scale * u.a_ext.t_matmul(gm)[push])
             if lr.r is not None:
                 torch.autograd.backward([lr.z, lr.r], [gz, lr.r_leaf.grad])
             else:
