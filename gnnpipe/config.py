@@ -66,8 +66,60 @@ _SafeLoader.add_implicit_resolver(  # copies the resolver table: yaml.SafeLoader
 )
 
 
-def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_SafeLoader)  # a SafeLoader subclass: still no arbitrary objects
+def _duplicate_key(node: yaml.Node, path: str = "") -> tuple[str, int, int] | None:
+    """The first key that appears twice in one mapping of ``node``'s tree: (dotted key, first line, second line)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[object, int] = {}
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                name = f"{path}.{k.value}" if path else k.value
+                if k.value in seen:
+                    return name, seen[k.value], k.start_mark.line + 1
+                seen[k.value] = k.start_mark.line + 1
+                found = _duplicate_key(v, name)
+            else:
+                found = _duplicate_key(v, path)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            found = _duplicate_key(v, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _yaml_load(text: str, source: str = "command line") -> Any:
+    """Parse YAML with :class:`_SafeLoader` (a SafeLoader subclass: no arbitrary objects). A key given twice in one
+    mapping is a ConfigError naming it: YAML would silently keep the last one."""
+    loader = _SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        dup = _duplicate_key(node)
+        if dup is not None:
+            key, first, second = dup
+            raise ConfigError(f"{source}: duplicate key '{key}' (lines {first} and {second}); give each key once")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _read_text(path: Path, source: str) -> str:
+    """The file as UTF-8 text (a BOM is allowed); ConfigError naming the first byte that is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read the file ({e.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{source}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}, line {line}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -179,7 +231,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not p.is_file():
             raise ConfigError(f"{source}: config file not found")
         try:
-            data = _yaml_load(p.read_text()) or {}
+            data = _yaml_load(_read_text(p, source), source) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: not valid YAML: {e}") from None
         if not isinstance(data, dict):

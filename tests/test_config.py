@@ -352,3 +352,48 @@ def test_config_to_yaml_reads_back(tmp_path):
     text = config_to_yaml(cfg)
     again = load_config(_write(tmp_path, text))
     assert again == cfg and again.parallel.stage_split == [1, 3]
+
+
+# ---------------------------------------------------------------------------------- file encoding, duplicate keys
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ("model: {arch: gcn}  # caf\u00e9\n".encode("latin-1"), "byte 0xe9 at offset 25, line 1"),
+        ("model: {arch: gcn}\n".encode("utf-16"), "byte 0xff at offset 0"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "byte 0x89 at offset 0"),
+    ],
+    ids=["latin-1", "utf-16", "binary"],
+)
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path, data, fragment):
+    path = tmp_path / "exp.yaml"
+    path.write_bytes(data)
+    msg = _error(path)
+    assert str(path) in msg and "not UTF-8" in msg and fragment in msg and "\n" not in msg
+
+
+def test_utf8_with_bom_and_non_ascii_comments_load(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_bytes("\ufeff# caf\u00e9 \u2013 \u00fcber\nmodel: {arch: gcn}\n".encode())
+    assert load_config(path).model.arch == "gcn"
+
+
+@pytest.mark.parametrize(
+    "text, key, lines",
+    [
+        ("model:\n  layers: 4\n  layers: 8\n", "model.layers", "lines 2 and 3"),
+        ("model: {layers: 4, hidden: 8, layers: 8}\n", "model.layers", "lines 1 and 1"),
+        ("model: {arch: gcn}\ntrain: {epochs: 3}\nmodel: {layers: 4}\n", "'model'", "lines 1 and 3"),
+        ("parallel:\n  stage_split: [1, 2]\n  chunks: 4\n  chunks: 4\n", "parallel.chunks", "lines 3 and 4"),
+    ],
+    ids=["block", "flow", "section", "same value"],
+)
+def test_duplicate_keys_are_refused_naming_file_and_key(tmp_path, text, key, lines):
+    path = _write(tmp_path, text)
+    msg = _error(path)
+    assert str(path) in msg and f"duplicate key '{key.strip(chr(39))}'" in msg and lines in msg and "\n" not in msg
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    text = "base: &b {layers: 4}\n"  # an unknown section, but only after parsing: no duplicate-key error
+    path = _write(tmp_path, text + "model:\n  <<: *b\n  hidden: 8\n")
+    assert "duplicate" not in _error(path)

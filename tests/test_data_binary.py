@@ -144,6 +144,9 @@ BAD_CASES = {
     "meta negative": ("meta_data.txt", lambda p: p.write_text("40 -1 5 3\n"), r"non-negative"),
     "meta wrong E": ("meta_data.txt", lambda p: p.write_text("40 161 5 3\n"), r"does not match meta_data"),
     "missing labels": ("label.bin", lambda p: p.unlink(), r"not found"),
+    "meta latin-1": ("meta_data.txt", lambda p: p.write_bytes("40 160 5 3 \u00e9\n".encode("latin-1")), r"not UTF-8"),
+    "meta binary": ("meta_data.txt", lambda p: p.write_bytes(b"\x80\x02\xff"), r"byte 0x80 at offset 0"),
+    "split utf-16": ("split.txt", lambda p: p.write_text("0 0\n", encoding="utf-16"), r"not UTF-8"),
 }
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gnnpipe.data.common import require_dir, require_file
+from gnnpipe.data.common import read_text, require_dir, require_file
 from gnnpipe.data.graph import Graph, GraphError
 
 __all__ = [
@@ -49,7 +49,7 @@ class BinaryMeta:
 def read_meta(directory: str | Path) -> BinaryMeta:
     """Parse ``<directory>/meta_data.txt`` ("N E F C", non-negative integers)."""
     path = require_file(Path(directory) / META, "binary dataset")
-    tokens = path.read_text().split()
+    tokens = read_text(path, "binary dataset").split()
     try:
         values = [int(t) for t in tokens]
     except ValueError:
@@ -88,8 +88,7 @@ def _read_feature_like(path: Path, n: int, width: int) -> np.ndarray:
 
 def _read_split(path: Path, n: int) -> np.ndarray:
     """``[N]`` int64 split codes from split.txt; every vertex must appear exactly once with a code in 0..3."""
-    require_file(path, "binary dataset")
-    text = path.read_text()
+    text = read_text(path, "binary dataset")
     lines = [ln for ln in text.splitlines() if ln.strip()]
     tokens = text.split()
     try:
@@ -185,7 +184,7 @@ def read_partitions(directory: str | Path, k: int) -> torch.Tensor:
     """
     n = read_meta(directory).num_nodes
     path = require_file(Path(directory) / f"{k}_parts" / "partitions.txt", f"{k}-way partition")
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    lines = [ln for ln in read_text(path, f"{k}-way partition").splitlines() if ln.strip()]
     if len(lines) != k:
         raise GraphError(f"{path}: has {len(lines)} lines, expected {k} ('begin end' per part)")
     bounds = [0]

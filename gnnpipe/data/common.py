@@ -1,4 +1,4 @@
-"""Helpers shared by the loaders: path checks, split masks, label conversion.
+"""Helpers shared by the loaders: path checks, text files, split masks, label conversion.
 
 Every loader validates its input once, here at the boundary, and raises `GraphError` with a message that
 names the file, what is wrong and what was expected.
@@ -18,6 +18,7 @@ __all__ = [
     "index_masks",
     "labels_from_array",
     "random_split_masks",
+    "read_text",
     "require_dir",
     "require_file",
 ]
@@ -31,6 +32,21 @@ def require_file(path: str | Path, what: str) -> Path:
     if not p.is_file():
         raise GraphError(f"{what}: file {str(p)!r} not found (expected it to exist)")
     return p
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """The text of a dataset file that must be ASCII/UTF-8 (numbers, ids); GraphError naming the file and the
+    first byte that is not UTF-8 (a binary file given where text is expected, or another encoding)."""
+    p = require_file(path, what)
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise GraphError(
+            f"{what}: {str(p)!r} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}, line {line}); "
+            "expected plain decimal numbers"
+        ) from None
 
 
 def require_dir(path: str | Path, what: str) -> Path:
