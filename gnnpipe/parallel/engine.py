@@ -25,7 +25,7 @@ from gnnpipe.models.ops import RowCtx
 from gnnpipe.parallel.comm import TRAIN_KINDS, Comm
 from gnnpipe.parallel.evaluate import Evaluator
 from gnnpipe.parallel.history import History
-from gnnpipe.parallel.layout import Layout, build_layout, chunk_groups, exact_groups
+from gnnpipe.parallel.layout import Layout, build_layout, chunk_groups, exact_groups, prepare_operators
 from gnnpipe.parallel.schedule import BACKWARD_OPS, Action, Op, position_order, worker_schedule
 from gnnpipe.parallel.state import StageState
 from gnnpipe.parallel.step import ChunkRecord, ChunkSteps, StageModel
@@ -94,6 +94,9 @@ class Engine(StageState):
             self._exact = build_layout(
                 plan, csr, g.train_mask, way=self.way, groups=exact_groups(plan), device=self.device
             )
+        for lay in (self.layout, self._exact):
+            if lay is not None:
+                prepare_operators(lay, self.dtype, self.device)
         x = g.x[self.row0 : row1].to(self.device, self.dtype) if first else None
         y = g.y[self.row0 : row1].to(self.device) if last else None
         self.masks = (

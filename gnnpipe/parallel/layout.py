@@ -17,7 +17,7 @@ from gnnpipe.models.ops import SparseOp
 from gnnpipe.parallel.blocks import Csr, in_neighbours, sub_operator
 from gnnpipe.partition.chunker import ChunkPlan
 
-__all__ = ["Unit", "Remote", "Layout", "build_layout", "chunk_groups", "exact_groups"]
+__all__ = ["Unit", "Remote", "Layout", "build_layout", "chunk_groups", "exact_groups", "prepare_operators"]
 
 
 @dataclass
@@ -203,3 +203,12 @@ def build_layout(
         for j, chunks in enumerate(groups[w]):
             costs[j] += int(in_edges[torch.tensor(chunks)].sum())
     return Layout(units, remotes, costs, my_hi - my_lo, (my_hi - my_lo) + halo.numel(), read.numel(), grads.numel())
+
+
+def prepare_operators(layout: Layout, dtype: torch.dtype, device: torch.device) -> None:
+    """Build every aggregation operator of ``layout`` in its one compute form now (DESIGN §7)."""
+    for u in layout.units:
+        u.a_in.prepare(dtype, device)
+        u.a_ext.prepare(dtype, device)
+    for rem in layout.remotes.values():
+        rem.r_op.prepare(dtype, device)
