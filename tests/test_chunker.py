@@ -16,6 +16,7 @@ import gnnpipe.partition.chunker as chunker
 from gnnpipe.data.graph import Graph
 from gnnpipe.partition import (
     PlanError,
+    PlanSpec,
     build_plan,
     get_or_build_plan,
     load_plan,
@@ -59,7 +60,7 @@ def old_edges(g: Graph) -> list[tuple[int, int]]:
 def test_permutation_and_chunks(case):
     g, C, W, method, seed = case
     n = g.num_nodes
-    plan = build_plan(g, chunks=C, ways=W, method=method, seed=seed)
+    plan = build_plan(g, PlanSpec(C, W, method, seed))
     assert torch.equal(torch.sort(plan.perm).values, torch.arange(n))  # bijection
     assert torch.equal(plan.perm[plan.inv_perm], torch.arange(n))
     assert plan.bounds[0] == 0 and plan.bounds[-1] == n
@@ -81,7 +82,7 @@ def test_permutation_and_chunks(case):
 @given(graph_and_degrees())
 def test_blocks_ext_and_halos_match_brute_force(case):
     g, C, W, method, seed = case
-    plan = build_plan(g, chunks=C, ways=W, method=method, seed=seed)
+    plan = build_plan(g, PlanSpec(C, W, method, seed))
     chunk = plan.vertex_chunk().tolist()
     way = plan.vertex_way().tolist()
     perm = plan.perm.tolist()
@@ -110,7 +111,7 @@ def test_blocks_ext_and_halos_match_brute_force(case):
 @given(graph_and_degrees(max_n=25))
 def test_permute_then_inverse_restores_graph(case):
     g, C, W, method, seed = case
-    plan = build_plan(g, chunks=C, ways=W, method=method, seed=seed)
+    plan = build_plan(g, PlanSpec(C, W, method, seed))
     gp = plan.permute(g)
     assert torch.equal(gp.x, g.x[plan.inv_perm])
     back = gp.permute(plan.inv_perm)
@@ -127,7 +128,7 @@ def test_permute_then_inverse_restores_graph(case):
 @given(graph_and_degrees(max_n=25))
 def test_saved_plan_loads_identically_and_other_graph_is_refused(case):
     g, C, W, method, seed = case
-    plan = build_plan(g, chunks=C, ways=W, method=method, seed=seed)
+    plan = build_plan(g, PlanSpec(C, W, method, seed))
     other = make_graph(g.num_nodes + 1, [(0, g.num_nodes)], name="other")
     with tempfile.TemporaryDirectory() as d:
         save_plan(plan, Path(d) / "plan")
@@ -145,7 +146,7 @@ def ring(n: int) -> Graph:
 def test_literal_plan_from_parts():
     # 6 vertices, path 0->1->2->3->4->5, parts interleaved: part 0 = {0, 2, 4}, part 1 = {1, 3, 5}
     g = make_graph(6, [(i, i + 1) for i in range(5)])
-    plan = plan_from_parts(g, torch.tensor([0, 1, 0, 1, 0, 1]), chunks=2, ways=2)
+    plan = plan_from_parts(g, torch.tensor([0, 1, 0, 1, 0, 1]), PlanSpec(2, 2, method="custom"))
     assert plan.perm.tolist() == [0, 3, 1, 4, 2, 5]
     assert plan.inv_perm.tolist() == [0, 2, 4, 1, 3, 5]
     assert plan.bounds.tolist() == [0, 3, 6] and plan.way_bounds.tolist() == [0, 3, 6]
@@ -159,7 +160,7 @@ def test_literal_plan_from_parts():
 
 
 def test_one_way_has_no_halos():
-    plan = build_plan(ring(12), chunks=4, ways=1)
+    plan = build_plan(ring(12), PlanSpec(chunks=4, ways=1))
     assert plan.halo_fwd_vertices.numel() == 0 and plan.halo_bwd_vertices.numel() == 0
     assert plan.halo_fwd_offsets.shape == (5,)
 
@@ -167,21 +168,21 @@ def test_one_way_has_no_halos():
 def test_degree_errors():
     g = ring(8)
     with pytest.raises(ValueError, match=r"chunks=6 must be divisible by ways=4"):
-        build_plan(g, chunks=6, ways=4)
+        build_plan(g, PlanSpec(chunks=6, ways=4))
     with pytest.raises(ValueError, match="exceeds the number of vertices"):
-        build_plan(g, chunks=9, ways=1)
+        build_plan(g, PlanSpec(chunks=9, ways=1))
     with pytest.raises(ValueError, match="ways must be a positive integer"):
-        build_plan(g, chunks=4, ways=0)
+        build_plan(g, PlanSpec(chunks=4, ways=0))
     with pytest.raises(ValueError, match=r"part ids must lie in \[0, 2\)"):
-        plan_from_parts(g, torch.full((8,), -1, dtype=torch.int64), chunks=2, ways=1)
+        plan_from_parts(g, torch.full((8,), -1, dtype=torch.int64), PlanSpec(2, 1, method="custom"))
     with pytest.raises(ValueError, match="is empty"):
-        plan_from_parts(g, torch.zeros(8, dtype=torch.int64), chunks=2, ways=1)
+        plan_from_parts(g, torch.zeros(8, dtype=torch.int64), PlanSpec(2, 1, method="custom"))
 
 
 # ---------------------------------------------------------------------------------------------- storage
 def test_load_refuses_version_corruption_and_mixing(tmp_path):
     g = ring(20)
-    plan = build_plan(g, chunks=4, ways=2)
+    plan = build_plan(g, PlanSpec(chunks=4, ways=2))
     save_plan(plan, tmp_path / "p")
     meta_path = tmp_path / "p" / "plan.json"
     meta = json.loads(meta_path.read_text())
@@ -200,7 +201,7 @@ def test_load_refuses_version_corruption_and_mixing(tmp_path):
         load_plan(tmp_path / "p", g)
 
     # tensors of another plan next to this metadata: the digest catches it
-    save_plan(build_plan(g, chunks=4, ways=2, method="random"), tmp_path / "q")
+    save_plan(build_plan(g, PlanSpec(chunks=4, ways=2, method="random")), tmp_path / "q")
     (tmp_path / "p" / "tensors.pt").write_bytes((tmp_path / "q" / "tensors.pt").read_bytes())
     with pytest.raises(PlanError, match="does not match"):
         load_plan(tmp_path / "p", g)
@@ -211,24 +212,24 @@ def test_load_refuses_version_corruption_and_mixing(tmp_path):
 
 def test_get_or_build_plan_caches(tmp_path, monkeypatch):
     g = ring(30)
-    first = get_or_build_plan(g, chunks=6, ways=3, cache_dir=tmp_path)
+    first = get_or_build_plan(g, PlanSpec(chunks=6, ways=3), cache_dir=tmp_path)
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [f"plan_v1_{g.structure_hash()}_C6_W3_metis_s0_none"]
 
     def boom(*args, **kwargs):
         raise AssertionError("should have been served from the cache")
 
     monkeypatch.setattr(chunker, "build_plan", boom)
-    assert get_or_build_plan(g, chunks=6, ways=3, cache_dir=tmp_path) == first
+    assert get_or_build_plan(g, PlanSpec(chunks=6, ways=3), cache_dir=tmp_path) == first
     monkeypatch.undo()
 
     # a different way count builds a new plan but reuses the cached METIS partition
     monkeypatch.setattr(pymetis, "part_graph", boom)
-    other = get_or_build_plan(g, chunks=6, ways=2, cache_dir=tmp_path)
+    other = get_or_build_plan(g, PlanSpec(chunks=6, ways=2), cache_dir=tmp_path)
     assert torch.equal(other.perm, first.perm) and other.num_ways == 2
     monkeypatch.undo()
 
     # a corrupt cached plan is rebuilt with a warning
     (tmp_path / f"plan_v1_{g.structure_hash()}_C6_W3_metis_s0_none" / "tensors.pt").write_bytes(b"x")
     with pytest.warns(UserWarning, match="rebuilding"):
-        again = get_or_build_plan(g, chunks=6, ways=3, cache_dir=tmp_path)
+        again = get_or_build_plan(g, PlanSpec(chunks=6, ways=3), cache_dir=tmp_path)
     assert again == first

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gnnpipe.data import GraphError, load_graph, powerlaw_graph, sbm_graph
+from gnnpipe.data import GraphError, SyntheticSpec, load_graph, powerlaw_graph, sbm_graph
 
 GENERATORS = {"sbm": sbm_graph, "powerlaw": powerlaw_graph}
 
@@ -13,7 +13,7 @@ GENERATORS = {"sbm": sbm_graph, "powerlaw": powerlaw_graph}
 @pytest.mark.parametrize("name", sorted(GENERATORS))
 def test_deterministic_per_seed(name):
     make = GENERATORS[name]
-    a, b, c = make(seed=1), make(seed=1), make(seed=2)
+    a, b, c = make(SyntheticSpec(seed=1)), make(SyntheticSpec(seed=1)), make(SyntheticSpec(seed=2))
     assert a.content_hash() == b.content_hash()
     assert a.structure_hash() != c.structure_hash()
     assert not torch.equal(a.x, c.x) and not torch.equal(a.train_mask, c.train_mask)
@@ -22,7 +22,7 @@ def test_deterministic_per_seed(name):
 @pytest.mark.parametrize("name", sorted(GENERATORS))
 @pytest.mark.parametrize(("n", "deg"), [(2000, 10.0), (500, 3.0), (3000, 25.0)])
 def test_size_and_simple_undirected(name, n, deg):
-    g = GENERATORS[name](num_nodes=n, avg_degree=deg, num_features=7, num_classes=5)
+    g = GENERATORS[name](SyntheticSpec(num_nodes=n, avg_degree=deg, num_features=7, num_classes=5))
     assert g.num_nodes == n and g.num_features == 7 and g.num_classes == 5
     assert abs(g.num_edges - n * deg) <= 0.02 * n * deg
     src, dst = g.edges()
@@ -34,7 +34,7 @@ def test_size_and_simple_undirected(name, n, deg):
 
 
 def test_sbm_homophily_and_informative_features():
-    g = sbm_graph(num_nodes=4000, num_classes=4, avg_degree=10.0, num_features=64, seed=0)
+    g = sbm_graph(SyntheticSpec(num_nodes=4000, num_classes=4, avg_degree=10.0, num_features=64, seed=0))
     src, dst = g.edges()
     homophily = (g.y[src] == g.y[dst]).float().mean().item()
     assert 0.75 < homophily < 0.85
@@ -51,7 +51,7 @@ def test_sbm_homophily_and_informative_features():
 
 
 def test_powerlaw_heavy_tail():
-    g = powerlaw_graph(num_nodes=20000, avg_degree=10.0, seed=0)
+    g = powerlaw_graph(SyntheticSpec(num_nodes=20000, avg_degree=10.0, seed=0))
     deg = g.in_degree().float()
     assert deg.max().item() > 20 * deg.mean().item()
     assert torch.median(deg).item() < deg.mean().item()
@@ -60,7 +60,7 @@ def test_powerlaw_heavy_tail():
 
 def test_load_graph_synthetic(dataset_cfg):
     g = load_graph(dataset_cfg(name="sbm", num_nodes=300, avg_degree=4.0, num_features=6, num_classes=3, seed=5))
-    assert g.content_hash() == sbm_graph(300, 3, 4.0, 6, 5).content_hash()
+    assert g.content_hash() == sbm_graph(SyntheticSpec(300, 3, 4.0, 6, 5)).content_hash()
     p = load_graph(dataset_cfg(name="powerlaw", num_nodes=300, avg_degree=4.0, feature_norm=True))
     assert p.num_nodes == 300
 
@@ -69,7 +69,7 @@ def test_powerlaw_100k_is_fast():
     import time
 
     t = time.perf_counter()
-    g = powerlaw_graph(num_nodes=100_000, avg_degree=10.0, num_features=16)
+    g = powerlaw_graph(SyntheticSpec(num_nodes=100_000, avg_degree=10.0, num_features=16))
     assert time.perf_counter() - t < 10.0
     assert abs(g.num_edges - 1_000_000) <= 20_000
 
@@ -86,4 +86,4 @@ def test_powerlaw_100k_is_fast():
 def test_bad_parameters(kw, match):
     for make in GENERATORS.values():
         with pytest.raises(GraphError, match=match):
-            make(**kw)
+            make(SyntheticSpec(**kw))

@@ -7,7 +7,7 @@ import torch
 
 from gnnpipe.config import config_from_dict
 from gnnpipe.data import load_graph
-from gnnpipe.partition.chunker import build_plan
+from gnnpipe.partition.chunker import PlanSpec, build_plan
 from gnnpipe.reference import Reference
 from gnnpipe.train.executor import SingleDeviceExecutor
 
@@ -31,7 +31,7 @@ def graph():
 
 
 def reference(c, graph) -> Reference:
-    return Reference(c, graph, build_plan(graph, chunks=c.parallel.chunks, ways=c.parallel.ways))
+    return Reference(c, graph, build_plan(graph, PlanSpec(c.parallel.chunks, c.parallel.ways)))
 
 
 @pytest.mark.parametrize("arch", ["gcn", "sage", "gcnii", "resgcn"])

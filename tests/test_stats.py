@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from gnnpipe.data.graph import Graph
 from gnnpipe.partition import (
     CommVolume,
+    PlanSpec,
     analytic_volume,
     authors_graph_estimate,
     authors_pipeline_estimate,
@@ -35,7 +36,7 @@ def planned_graphs(draw):
     edges = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=4 * n))
     g = make_graph(n, edges)
     method = draw(st.sampled_from(["metis", "random"]))
-    return g, build_plan(g, chunks=ways * per_way, ways=ways, method=method)
+    return g, build_plan(g, PlanSpec(ways * per_way, ways, method))
 
 
 def new_edges(g: Graph, plan) -> list[tuple[int, int]]:
@@ -119,7 +120,7 @@ def undirected_ring(n: int) -> Graph:
 
 
 def test_authors_estimates_literal():
-    plan = build_plan(undirected_ring(40), chunks=4, ways=4, method="contiguous")
+    plan = build_plan(undirected_ring(40), PlanSpec(chunks=4, ways=4, method="contiguous"))
     # a ring cut into 4 arcs: every arc has 2 outside neighbours
     assert authors_mirrors(plan).tolist() == [2, 2, 2, 2]
     assert authors_graph_estimate(plan, 3, 10, 8) == 8 * 4 * (10 + 8 * 2) * 2
@@ -139,7 +140,7 @@ def test_authors_estimates_literal():
 
 
 def test_argument_errors():
-    plan = build_plan(undirected_ring(8), chunks=2, ways=1)
+    plan = build_plan(undirected_ring(8), PlanSpec(chunks=2, ways=1))
     kw = dict(agg_widths=[4, 4], agg_grad=[1, 1], boundary_widths=[4, 4], h0_width=0, stage_weight_numels=[1, 1])
     with pytest.raises(ValueError, match="positive layer counts"):
         analytic_volume(plan, stage_layers=[2, 0], **kw)
@@ -151,7 +152,7 @@ def test_argument_errors():
 
 def test_report():
     g = undirected_ring(200)
-    small = build_plan(g, chunks=4, ways=2)
+    small = build_plan(g, PlanSpec(chunks=4, ways=2))
     kw = dict(agg_widths=[4] * 4, agg_grad=[False] + [True] * 3, boundary_widths=[4] * 4, h0_width=0)
     vols = {
         "pipeline": analytic_volume(small, stage_layers=[2, 2], stage_weight_numels=[10, 10], **kw),
@@ -160,5 +161,5 @@ def test_report():
     text = format_plan_report(small, g, vols)
     assert "chunks=4 ways=2" in text and "pipeline" in text and "1.000x" in text
     assert len([ln for ln in text.splitlines() if ln.strip().startswith(("0 ", "1 ", "2 ", "3 "))]) >= 4
-    big = format_plan_report(build_plan(g, chunks=40, ways=1), g, {})
+    big = format_plan_report(build_plan(g, PlanSpec(chunks=40, ways=1)), g, {})
     assert "min of 40" in big and "max" in big

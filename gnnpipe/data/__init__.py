@@ -22,13 +22,14 @@ from gnnpipe.data.npz import read_npz, write_npz
 from gnnpipe.data.ogb import OGB_PREFIX, load_ogb
 from gnnpipe.data.planetoid import PLANETOID_NAMES, load_planetoid
 from gnnpipe.data.pyg import from_pyg, to_pyg
-from gnnpipe.data.synthetic import powerlaw_graph, sbm_graph
+from gnnpipe.data.synthetic import SyntheticSpec, powerlaw_graph, sbm_graph
 
 __all__ = [
     "DATASET_NAMES",
     "OGB_PREFIX",
     "Graph",
     "GraphError",
+    "SyntheticSpec",
     "csr_from_edges",
     "dataset_name_allowed",
     "from_pyg",
@@ -90,7 +91,7 @@ def load_raw_graph(cfg: DatasetSpec) -> Graph:
         return read_npz(_need_path(cfg), seed=cfg.seed)
     if name in SYNTHETIC_NAMES:
         make = sbm_graph if name == "sbm" else powerlaw_graph
-        return make(cfg.num_nodes, cfg.num_classes, cfg.avg_degree, cfg.num_features, cfg.seed)
+        return make(SyntheticSpec(cfg.num_nodes, cfg.num_classes, cfg.avg_degree, cfg.num_features, cfg.seed))
     raise GraphError(f"dataset.name = {name!r} is unknown; allowed: {', '.join(DATASET_NAMES)}, ogbn-<name>")
 
 

@@ -9,6 +9,7 @@ generated with vectorised numpy in O(N + E) memory, and split 60/20/20 at random
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,20 +17,39 @@ import torch
 from gnnpipe.data.common import random_split_masks
 from gnnpipe.data.graph import Graph, GraphError
 
-__all__ = ["powerlaw_graph", "sbm_graph"]
+__all__ = ["SyntheticSpec", "powerlaw_graph", "sbm_graph"]
 
 _MAX_ROUNDS = 20
 
 
-def _check(name: str, num_nodes: int, avg_degree: float, num_features: int, num_classes: int) -> None:
-    if num_nodes < 2:
-        raise GraphError(f"dataset {name!r}: num_nodes = {num_nodes}, expected >= 2")
-    if not 0 < avg_degree <= num_nodes - 1:
-        raise GraphError(f"dataset {name!r}: avg_degree = {avg_degree}, expected in (0, num_nodes - 1]")
-    if num_features < 1:
-        raise GraphError(f"dataset {name!r}: num_features = {num_features}, expected >= 1")
-    if not 1 <= num_classes <= num_nodes:
-        raise GraphError(f"dataset {name!r}: num_classes = {num_classes}, expected in [1, num_nodes]")
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """What every generator is asked for (the ``dataset.*`` keys of the same names): ``num_nodes`` vertices
+    in ``num_classes`` classes, about ``num_nodes * avg_degree`` directed edges, ``num_features`` wide
+    features; ``seed`` fixes the graph, the features and the split. Each generator adds its own shape knobs."""
+
+    num_nodes: int = 2000
+    num_classes: int = 4
+    avg_degree: float = 10.0
+    num_features: int = 64
+    seed: int = 0
+
+    def check(self, name: str) -> None:
+        """Raise GraphError naming dataset ``name``, the key and what is allowed, for a spec no graph can meet."""
+        n = self.num_nodes
+        if n < 2:
+            raise GraphError(f"dataset {name!r}: num_nodes = {n}, expected >= 2")
+        if not 0 < self.avg_degree <= n - 1:
+            raise GraphError(f"dataset {name!r}: avg_degree = {self.avg_degree}, expected in (0, num_nodes - 1]")
+        if self.num_features < 1:
+            raise GraphError(f"dataset {name!r}: num_features = {self.num_features}, expected >= 1")
+        if not 1 <= self.num_classes <= n:
+            raise GraphError(f"dataset {name!r}: num_classes = {self.num_classes}, expected in [1, num_nodes]")
+
+    @property
+    def num_pairs(self) -> int:
+        """Distinct undirected pairs to draw: each becomes two directed edges."""
+        return int(round(self.num_nodes * self.avg_degree / 2))
 
 
 def _unique_pairs(
@@ -54,25 +74,16 @@ def _unique_pairs(
     return keys // n, keys % n
 
 
-def _graph(name: str, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, k: int, seed: int) -> Graph:
+def _graph(name: str, spec: SyntheticSpec, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray) -> Graph:
     """Symmetric Graph with both directions of every pair ``(a[i], b[i])`` and a seeded 60/20/20 split."""
-    n = x.shape[0]
     src = torch.from_numpy(np.concatenate([a, b]))
     dst = torch.from_numpy(np.concatenate([b, a]))
-    train, val, test = random_split_masks(n, seed)
-    return Graph.from_edges(name, src, dst, torch.from_numpy(x), torch.from_numpy(y), train, val, test, k)
+    train, val, test = random_split_masks(spec.num_nodes, spec.seed)
+    x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
+    return Graph.from_edges(name, src, dst, x_t, y_t, train, val, test, spec.num_classes)
 
 
-def sbm_graph(
-    num_nodes: int = 2000,
-    num_classes: int = 4,
-    avg_degree: float = 10.0,
-    num_features: int = 64,
-    seed: int = 0,
-    *,
-    intra_fraction: float = 0.8,
-    feature_signal: float = 1.0,
-) -> Graph:
+def sbm_graph(spec: SyntheticSpec, *, intra_fraction: float = 0.8, feature_signal: float = 1.0) -> Graph:
     """Stochastic block model: ``num_classes`` near-equal blocks at random ids, label = block.
 
     ``intra_fraction`` of the sampled edges join two vertices of the same block (uniform over intra-block
@@ -82,11 +93,11 @@ def sbm_graph(
     classifier on features alone is clearly better than chance but far from perfect, and neighbour
     aggregation helps. ``y: [N]`` int64.
     """
-    _check("sbm", num_nodes, avg_degree, num_features, num_classes)
+    spec.check("sbm")
     if not 0.0 <= intra_fraction <= 1.0:
         raise GraphError(f"dataset 'sbm': intra_fraction = {intra_fraction}, expected in [0, 1]")
-    rng = np.random.default_rng(seed)
-    n, k = num_nodes, num_classes
+    rng = np.random.default_rng(spec.seed)
+    n, k, num_features = spec.num_nodes, spec.num_classes, spec.num_features
     sizes = np.full(k, n // k, dtype=np.int64)
     sizes[: n % k] += 1
     y = rng.permutation(np.repeat(np.arange(k, dtype=np.int64), sizes))
@@ -113,22 +124,14 @@ def sbm_graph(
         keep = a != b
         return np.concatenate([u_in, pick(a[keep])]), np.concatenate([v_in, pick(b[keep])])
 
-    a, b = _unique_pairs(sample, int(round(n * avg_degree / 2)), n, rng)
+    a, b = _unique_pairs(sample, spec.num_pairs, n, rng)
     scale = feature_signal * np.sqrt(2.0 / num_features)
     means = (rng.standard_normal((k, num_features)) * scale).astype(np.float32)
     x = means[y] + rng.standard_normal((n, num_features), dtype=np.float32)
-    return _graph("sbm", a, b, x, y, k, seed)
+    return _graph("sbm", spec, a, b, x, y)
 
 
-def powerlaw_graph(
-    num_nodes: int = 2000,
-    num_classes: int = 4,
-    avg_degree: float = 10.0,
-    num_features: int = 64,
-    seed: int = 0,
-    *,
-    exponent: float = 2.5,
-) -> Graph:
+def powerlaw_graph(spec: SyntheticSpec, *, exponent: float = 2.5) -> Graph:
     """Chung-Lu graph whose expected degrees follow a power law ``P(d) ~ d^-exponent``.
 
     Expected degree of the i-th heaviest vertex ``~ (i + 1)^(-1 / (exponent - 1))``, scaled to mean
@@ -138,11 +141,11 @@ def powerlaw_graph(
     ``x: [N, F]`` float32 N(0, 1) noise; ``y: [N]`` int64 = degree bucket (the heaviest ``N / C`` vertices
     are class 0, ...). 1M vertices / 10M directed edges take about 6 s on 2 CPU cores.
     """
-    _check("powerlaw", num_nodes, avg_degree, num_features, num_classes)
+    spec.check("powerlaw")
     if exponent <= 1.0:
         raise GraphError(f"dataset 'powerlaw': exponent = {exponent}, expected > 1")
-    rng = np.random.default_rng(seed)
-    n = num_nodes
+    rng = np.random.default_rng(spec.seed)
+    n, avg_degree = spec.num_nodes, spec.avg_degree
     w = np.arange(1, n + 1, dtype=np.float64) ** (-1.0 / (exponent - 1.0))
     w *= avg_degree * n / w.sum()
     w = np.minimum(w, np.sqrt(n * avg_degree))
@@ -156,8 +159,8 @@ def powerlaw_graph(
         v = rng.permutation(np.repeat(ids, rng.multinomial(m, w)))
         return perm[u], perm[v]
 
-    a, b = _unique_pairs(sample, int(round(n * avg_degree / 2)), n, rng)
+    a, b = _unique_pairs(sample, spec.num_pairs, n, rng)
     y = np.empty(n, dtype=np.int64)
-    y[perm] = np.arange(n, dtype=np.int64) * num_classes // n
-    x = rng.standard_normal((n, num_features), dtype=np.float32)
-    return _graph("powerlaw", a, b, x, y, num_classes, seed)
+    y[perm] = np.arange(n, dtype=np.int64) * spec.num_classes // n
+    x = rng.standard_normal((n, spec.num_features), dtype=np.float32)
+    return _graph("powerlaw", spec, a, b, x, y)

@@ -124,31 +124,30 @@ def position_order(num_local: int, *, epoch: int, seed: int, mode: str, costs: t
 
 
 def _chunk_forward(dims: ParallelDims, stage: int, pos: int, c: int) -> list[Action]:
-    lo, hi = dims.layer_range(stage)
-    acts = [Action(Op.ENCODE if dims.is_first(stage) else Op.RECV_ACT, pos, c)]
-    for layer in range(lo, hi):
-        acts.append(Action(Op.PRE, pos, c, layer))
-        if dims.ways > 1:
-            acts.append(Action(Op.HALO, pos, c, layer))
-        acts.append(Action(Op.AGG, pos, c, layer))
-    acts.append(Action(Op.LOSS if dims.is_last(stage) else Op.SEND_ACT, pos, c))
-    return acts
+    head = Action(Op.ENCODE if dims.is_first(stage) else Op.RECV_ACT, pos, c)
+    tail = Action(Op.LOSS if dims.is_last(stage) else Op.SEND_ACT, pos, c)
+    return [head, *_layer_steps(dims, stage, pos, c, backward=False), tail]
 
 
 def _chunk_backward(dims: ParallelDims, stage: int, pos: int, c: int, recompute: bool) -> list[Action]:
+    if dims.is_last(stage):  # the gradient starts at the loss, which needs the (recomputed) forward
+        head = [Op.RECOMPUTE, Op.LOSS_B] if recompute else [Op.LOSS_B]
+    else:  # the gradient arrives from the next stage
+        head = [Op.RECV_GRAD, Op.RECOMPUTE] if recompute else [Op.RECV_GRAD]
+    tail = Action(Op.ENCODE_B if dims.is_first(stage) else Op.SEND_GRAD, pos, c)
+    return [*(Action(op, pos, c) for op in head), *_layer_steps(dims, stage, pos, c, backward=True), tail]
+
+
+_LAYER_STEPS = {False: (Op.PRE, Op.HALO, Op.AGG), True: (Op.AGG_B, Op.HALO_B, Op.PRE_B)}
+
+
+def _layer_steps(dims: ParallelDims, stage: int, pos: int, c: int, *, backward: bool) -> list[Action]:
+    """Chunk ``c``'s per-layer actions on ``stage`` in execution order: PRE, HALO, AGG per layer upwards, or
+    the mirror, AGG_B, HALO_B, PRE_B per layer downwards. One way exchanges no halo."""
     lo, hi = dims.layer_range(stage)
-    acts = [] if dims.is_last(stage) else [Action(Op.RECV_GRAD, pos, c)]
-    if recompute:
-        acts.append(Action(Op.RECOMPUTE, pos, c))
-    if dims.is_last(stage):
-        acts.append(Action(Op.LOSS_B, pos, c))
-    for layer in reversed(range(lo, hi)):
-        acts.append(Action(Op.AGG_B, pos, c, layer))
-        if dims.ways > 1:
-            acts.append(Action(Op.HALO_B, pos, c, layer))
-        acts.append(Action(Op.PRE_B, pos, c, layer))
-    acts.append(Action(Op.ENCODE_B if dims.is_first(stage) else Op.SEND_GRAD, pos, c))
-    return acts
+    layers = reversed(range(lo, hi)) if backward else range(lo, hi)
+    ops = [op for op in _LAYER_STEPS[backward] if dims.ways > 1 or op not in (Op.HALO, Op.HALO_B)]
+    return [Action(op, pos, c, layer) for layer in layers for op in ops]
 
 
 def worker_schedule(order: list[int], *, dims: ParallelDims, stage: int, recompute: bool = False) -> list[Action]:

@@ -1,6 +1,6 @@
 """Building the chunk plan (DESIGN §2; the type and its id conventions are in ``plan.py``).
 
-A plan is computed once per (graph structure, chunks, ways, method, seed, vertex weights): the vertex
+A plan is computed once per graph structure and `PlanSpec` (chunks, ways, method, seed, vertex weights): the vertex
 parts come from `partition` (METIS, cached), and `get_or_build_plan` reuses a plan saved by
 ``plan_store`` under a name holding all of these and the plan version.
 """
@@ -15,13 +15,14 @@ import torch
 
 from gnnpipe.data.graph import Graph
 from gnnpipe.partition.metis import check_options, partition
-from gnnpipe.partition.plan import PLAN_VERSION, ChunkPlan, PlanError
+from gnnpipe.partition.plan import PLAN_VERSION, ChunkPlan, PlanError, PlanSpec
 from gnnpipe.partition.plan_store import has_plan, load_plan, save_plan
 
 __all__ = [
     "PLAN_VERSION",
     "ChunkPlan",
     "PlanError",
+    "PlanSpec",
     "build_plan",
     "get_or_build_plan",
     "load_plan",
@@ -31,26 +32,22 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------- building
-def build_plan(
-    graph: Graph,
-    *,
-    chunks: int,
-    ways: int,
-    method: str = "metis",
-    seed: int = 0,
-    vertex_weights: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> ChunkPlan:
-    """Partition ``graph`` into ``chunks`` parts (see `partition`) and derive the plan for ``ways`` ways.
+def build_plan(graph: Graph, spec: PlanSpec, *, cache_dir: str | os.PathLike | None = None) -> ChunkPlan:
+    """Partition ``graph`` into ``spec.chunks`` parts (see `partition`) and derive the plan for ``spec.ways`` ways.
 
     ``chunks`` must be divisible by ``ways``. ``cache_dir`` caches the partition itself (not the plan; see
     `get_or_build_plan` for that).
     """
-    check_degrees(graph.num_nodes, chunks, ways)
-    parts = partition(graph, chunks, method=method, seed=seed, vertex_weights=vertex_weights, cache_dir=cache_dir)
-    return plan_from_parts(
-        graph, parts, chunks=chunks, ways=ways, method=method, seed=seed, vertex_weights=vertex_weights
+    check_degrees(graph.num_nodes, spec.chunks, spec.ways)
+    parts = partition(
+        graph,
+        spec.chunks,
+        method=spec.method,
+        seed=spec.seed,
+        vertex_weights=spec.vertex_weights,
+        cache_dir=cache_dir,
     )
+    return plan_from_parts(graph, parts, spec)
 
 
 def check_degrees(num_nodes: int, chunks: int, ways: int) -> None:
@@ -64,22 +61,14 @@ def check_degrees(num_nodes: int, chunks: int, ways: int) -> None:
         raise ValueError(f"chunks={chunks} exceeds the number of vertices {num_nodes}; every chunk must be non-empty")
 
 
-def plan_from_parts(
-    graph: Graph,
-    parts: torch.Tensor,
-    *,
-    chunks: int,
-    ways: int,
-    method: str = "custom",
-    seed: int = 0,
-    vertex_weights: str | None = None,
-) -> ChunkPlan:
-    """The plan of a given vertex assignment ``parts: [N] int64`` (old ids, values in ``[0, chunks)``).
+def plan_from_parts(graph: Graph, parts: torch.Tensor, spec: PlanSpec) -> ChunkPlan:
+    """The plan of a given vertex assignment ``parts: [N] int64`` (old ids, values in ``[0, spec.chunks)``).
 
-    Chunk ``c`` is part ``c``; vertices keep their original relative order inside a chunk.
+    Chunk ``c`` is part ``c``; vertices keep their original relative order inside a chunk. ``spec.method``
+    (``"custom"`` for parts from elsewhere), ``seed`` and ``vertex_weights`` are recorded, not used.
     """
-    n = graph.num_nodes
-    check_degrees(n, chunks, ways)
+    n, chunks = graph.num_nodes, spec.chunks
+    check_degrees(n, chunks, spec.ways)
     if parts.shape != (n,) or parts.dtype != torch.int64:
         raise ValueError(f"parts must be int64 [{n}], got {parts.dtype} {tuple(parts.shape)}")
     if int(parts.min()) < 0 or int(parts.max()) >= chunks:  # n >= chunks >= 1: parts is non-empty
@@ -88,7 +77,7 @@ def plan_from_parts(
     if bool((sizes == 0).any()):
         raise ValueError(f"chunk {int(torch.nonzero(sizes == 0)[0])} is empty; every chunk needs a vertex")
 
-    C, W = chunks, ways
+    C, W = chunks, spec.ways
     inv_perm = torch.sort(parts, stable=True).indices  # new -> old: parts in id order, stable inside
     perm = torch.empty(n, dtype=torch.int64)
     perm[inv_perm] = torch.arange(n)
@@ -118,9 +107,9 @@ def plan_from_parts(
         num_edges=graph.num_edges,
         num_chunks=C,
         num_ways=W,
-        method=method,
-        seed=seed,
-        vertex_weights=vertex_weights,
+        method=spec.method,
+        seed=spec.seed,
+        vertex_weights=spec.vertex_weights,
         perm=perm,
         inv_perm=inv_perm,
         bounds=bounds,
@@ -147,38 +136,30 @@ def _grouped_unique(
 
 
 # ---------------------------------------------------------------------------------------------- cache
-def get_or_build_plan(
-    graph: Graph,
-    *,
-    chunks: int,
-    ways: int,
-    method: str = "metis",
-    seed: int = 0,
-    vertex_weights: str | None = None,
-    cache_dir: str | os.PathLike,
-) -> ChunkPlan:
-    """The plan for these arguments, loaded from ``cache_dir`` if present, else built and saved there.
+def get_or_build_plan(graph: Graph, spec: PlanSpec, *, cache_dir: str | os.PathLike) -> ChunkPlan:
+    """The plan for ``spec``, loaded from ``cache_dir`` if present, else built and saved there.
 
     The cache key is (structure hash, chunks, ways, method, seed, vertex weights, plan version); the METIS
     partition is cached separately in the same directory, so plans differing only in ``ways`` share it.
     An unusable cached plan is rebuilt with a warning.
     """
-    check_degrees(graph.num_nodes, chunks, ways)
-    check_options(method, vertex_weights)
-    vw = vertex_weights or "none"
-    name = f"plan_v{PLAN_VERSION}_{graph.structure_hash()}_C{chunks}_W{ways}_{method}_s{seed}_{vw}"
-    path = Path(cache_dir) / name
+    check_degrees(graph.num_nodes, spec.chunks, spec.ways)
+    check_options(spec.method, spec.vertex_weights)
+    path = Path(cache_dir) / _cache_name(graph, spec)
     if has_plan(path):
         try:
             plan = load_plan(path, graph)
-            wanted = (chunks, ways, method, seed, vertex_weights)
-            if (plan.num_chunks, plan.num_ways, plan.method, plan.seed, plan.vertex_weights) == wanted:
+            if plan.spec == spec:
                 return plan
             warnings.warn(f"cached chunk plan {path} does not match its name; rebuilding", stacklevel=2)
         except PlanError as exc:
             warnings.warn(f"rebuilding unusable cached chunk plan: {exc}", stacklevel=2)
-    plan = build_plan(
-        graph, chunks=chunks, ways=ways, method=method, seed=seed, vertex_weights=vertex_weights, cache_dir=cache_dir
-    )
+    plan = build_plan(graph, spec, cache_dir=cache_dir)
     save_plan(plan, path)
     return plan
+
+
+def _cache_name(graph: Graph, spec: PlanSpec) -> str:
+    """``plan_v<version>_<structure hash>_C<chunks>_W<ways>_<method>_s<seed>_<vertex weights or none>``."""
+    vw = spec.vertex_weights or "none"
+    return f"plan_v{PLAN_VERSION}_{graph.structure_hash()}_C{spec.chunks}_W{spec.ways}_{spec.method}_s{spec.seed}_{vw}"

@@ -28,13 +28,29 @@ import torch
 
 from gnnpipe.data.graph import Graph
 
-__all__ = ["PLAN_VERSION", "TENSOR_FIELDS", "ChunkPlan", "PlanError", "check_graph_hash"]
+__all__ = ["PLAN_VERSION", "TENSOR_FIELDS", "ChunkPlan", "PlanError", "PlanSpec", "check_graph_hash"]
 
 PLAN_VERSION = 1
 
 
 class PlanError(ValueError):
     """A saved chunk plan cannot be used: wrong graph, wrong version, or a corrupt/inconsistent file."""
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """What a plan is built from besides the graph: ``chunks`` parts cut by ``method`` (seeded, weighted by
+    ``vertex_weights``; see `metis.partition`), owned in contiguous blocks by ``ways`` ways.
+
+    A plain value: `chunker.build_plan` validates it against the graph (``check_degrees``, ``check_options``).
+    ``method = "custom"`` marks a plan of caller-given parts (`chunker.plan_from_parts`).
+    """
+
+    chunks: int
+    ways: int
+    method: str = "metis"
+    seed: int = 0
+    vertex_weights: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +85,11 @@ class ChunkPlan:
     halo_fwd_vertices: torch.Tensor
     halo_bwd_offsets: torch.Tensor
     halo_bwd_vertices: torch.Tensor
+
+    @property
+    def spec(self) -> PlanSpec:
+        """The spec this plan was built from."""
+        return PlanSpec(self.num_chunks, self.num_ways, self.method, self.seed, self.vertex_weights)
 
     # ------------------------------------------------------------------ ranges
     @property

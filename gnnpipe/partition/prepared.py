@@ -25,7 +25,15 @@ import torch
 from gnnpipe.config import ExperimentConfig
 from gnnpipe.data import SYNTHETIC_NAMES, load_graph
 from gnnpipe.data.graph import Graph
-from gnnpipe.partition.chunker import PLAN_VERSION, ChunkPlan, PlanError, get_or_build_plan, load_plan, save_plan
+from gnnpipe.partition.chunker import (
+    PLAN_VERSION,
+    ChunkPlan,
+    PlanError,
+    PlanSpec,
+    get_or_build_plan,
+    load_plan,
+    save_plan,
+)
 
 __all__ = ["PREPARED_VERSION", "prepared_dir", "prepare", "open_prepared", "get_or_prepare"]
 
@@ -74,7 +82,7 @@ def prepare(cfg: ExperimentConfig, cache_dir: str | os.PathLike, graph: Graph | 
     p = cfg.parallel
     vw = None if p.vertex_weights == "none" else p.vertex_weights
     plan = get_or_build_plan(
-        graph, chunks=p.chunks, ways=p.ways, method=p.partition, vertex_weights=vw, cache_dir=cache_dir
+        graph, PlanSpec(p.chunks, p.ways, method=p.partition, vertex_weights=vw), cache_dir=cache_dir
     )
     g = plan.permute(graph)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,10 +26,18 @@ __all__ = ["Strategy", "strategies_for", "volume_of", "with_degrees"]
 
 @dataclass(frozen=True)
 class Strategy:
+    """One way to use the workers: ``ways x stages`` of them with ``chunks`` vertex chunks. ``name`` is its kind:
+    ``graph``, ``pipeline``, ``hybrid`` or ``configured`` (the configured degrees when they are none of those)."""
+
     name: str
     ways: int
     stages: int
     chunks: int
+
+    @property
+    def degrees(self) -> tuple[int, int, int]:
+        """``(ways, stages, chunks)``: what makes two strategies the same run, whatever their names."""
+        return self.ways, self.stages, self.chunks
 
 
 def strategies_for(cfg: ExperimentConfig, workers: int) -> list[Strategy]:
@@ -41,7 +49,7 @@ def strategies_for(cfg: ExperimentConfig, workers: int) -> list[Strategy]:
         hc = p.chunks if (p.ways, p.stages) == (2, workers // 2) else pipe_chunks + pipe_chunks % 2
         out.append(Strategy("hybrid", 2, workers // 2, hc))
     configured = Strategy("configured", p.ways, p.stages, p.chunks)
-    if p.ways * p.stages == workers and all((s.ways, s.stages, s.chunks) != (p.ways, p.stages, p.chunks) for s in out):
+    if p.ways * p.stages == workers and all(s.degrees != configured.degrees for s in out):
         out.append(configured)
     return [s for s in out if s.stages <= cfg.model.layers]
 

@@ -11,6 +11,8 @@ __all__ = ["Accuracies", "accuracies", "score_counts", "from_counts"]
 
 @dataclass(frozen=True)
 class Accuracies:
+    """Score per split in [0, 1]: accuracy, or micro-F1 for multi-label data; NaN for a split with no rows."""
+
     train: float
     val: float
     test: float

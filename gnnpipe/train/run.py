@@ -13,7 +13,7 @@ from gnnpipe.memory import MemoryProbe, tune_allocator
 from gnnpipe.parallel.comm import Comm
 from gnnpipe.parallel.dims import ParallelDims
 from gnnpipe.parallel.engine import Engine
-from gnnpipe.partition.chunker import ChunkPlan, get_or_build_plan
+from gnnpipe.partition.chunker import ChunkPlan, PlanSpec, get_or_build_plan
 from gnnpipe.partition.prepared import open_prepared, prepare, prepared_dir
 from gnnpipe.profile.volumes import volume_of
 from gnnpipe.train.executor import Executor, SingleDeviceExecutor
@@ -37,7 +37,7 @@ def plan_for(cfg: ExperimentConfig, graph: Graph) -> ChunkPlan:
     p = cfg.parallel
     vw = None if p.vertex_weights == "none" else p.vertex_weights
     return get_or_build_plan(
-        graph, chunks=p.chunks, ways=p.ways, method=p.partition, vertex_weights=vw, cache_dir=cache_dir()
+        graph, PlanSpec(p.chunks, p.ways, method=p.partition, vertex_weights=vw), cache_dir=cache_dir()
     )
 
 
