@@ -22,7 +22,18 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["ENV", "BACKENDS", "Backend", "KernelError", "backend", "native", "use", "describe", "native_ok"]
+__all__ = [
+    "ENV",
+    "BACKENDS",
+    "Backend",
+    "KernelError",
+    "backend",
+    "extension",
+    "native",
+    "use",
+    "describe",
+    "native_ok",
+]
 
 ENV = "GNNPIPE_KERNELS"
 BACKENDS = ("torch", "native")
@@ -100,6 +111,11 @@ def use(name: str) -> Iterator[Backend]:
         yield backend()
     finally:
         _forced, _resolved = saved
+
+
+def extension() -> ModuleType | None:
+    """``gnnpipe._C`` if it imports, whatever backend is selected."""
+    return _import_native()[0]
 
 
 def native() -> ModuleType | None:

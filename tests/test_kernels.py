@@ -161,6 +161,26 @@ def test_symmetric_operator_reuses_itself():
         assert a is not at and at[0].numel() == op.shape[1] + 1
 
 
+@pytest.mark.parametrize("prepared_with", BACKENDS)
+@pytest.mark.parametrize("used_with", BACKENDS)
+def test_prepared_operator_keeps_its_form_across_backends(prepared_with, used_with):
+    op = OPERATORS["external_cols"]()
+    a = _dense(op)
+    with kernels.use(prepared_with):
+        op.prepare(torch.float64, torch.device("cpu"))
+    assert op._arrays is None
+    z = torch.randn(op.shape[1], 6, dtype=torch.float64, requires_grad=True)
+    with kernels.use(used_with):
+        out = op @ z
+        torch.testing.assert_close(out, a @ z.detach())
+        gy = torch.randn_like(out)
+        out.backward(gy)
+        torch.testing.assert_close(z.grad, a.t() @ gy)
+        torch.testing.assert_close(op.t_matmul(gy), a.t() @ gy)
+        with pytest.raises(RuntimeError, match="prepared for torch.float64"):
+            op @ z.detach().float()
+
+
 def test_mean_aggregation_is_not_symmetric():
     g = torch.Generator().manual_seed(0)
     src, dst = torch.randint(0, 20, (60,), generator=g), torch.randint(0, 20, (60,), generator=g)

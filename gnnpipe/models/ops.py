@@ -63,17 +63,17 @@ class _SpMM(torch.autograd.Function):
 
 
 class _NativeSpMM(torch.autograd.Function):
-    """native backend: ``A @ z`` and ``A^T @ grad`` by the CSR row kernel of gnnpipe._C."""
+    """native backend: ``A @ z`` and ``A^T @ grad`` by the CSR row kernel of gnnpipe._C (``mod``)."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, a: _Arrays, at: _Arrays, num_rows: int, num_cols: int):  # type: ignore[override]
-        ctx.mod, ctx.at, ctx.num_cols = kernels.native(), at, num_cols
-        return ctx.mod.spmm(*a, z.contiguous(), num_rows)
+    def forward(ctx, z: torch.Tensor, mod, a: _Arrays, at: _Arrays, num_rows: int, num_cols: int):  # type: ignore[override]
+        ctx.mod, ctx.at, ctx.num_cols = mod, at, num_cols
+        return mod.spmm(*a, z.contiguous(), num_rows)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return ctx.mod.spmm(*ctx.at, grad.contiguous(), ctx.num_cols), None, None, None, None
+        return ctx.mod.spmm(*ctx.at, grad.contiguous(), ctx.num_cols), None, None, None, None, None
 
 
 class SparseOp:
@@ -171,16 +171,23 @@ class SparseOp:
         a, at = self._native[dtype]
         return a, (a if at is None else at)
 
+    def _native_for(self, t: torch.Tensor):
+        """gnnpipe._C if ``t`` runs on the native kernels, None for the torch path. A prepared operator (sources
+        dropped) runs in the one form it kept, whatever backend is selected now."""
+        if self._arrays is None:
+            return kernels.extension() if t.device.type == "cpu" and t.dtype in self._native else None
+        return kernels.native_ok(t)
+
     def __matmul__(self, z: torch.Tensor) -> torch.Tensor:
         if z.shape[0] != self.shape[1]:
             raise ValueError(f"aggregation input has {z.shape[0]} rows, operator expects {self.shape[1]}")
         if self.nnz == 0:
             return z.new_zeros(self.shape[0], z.shape[1])
-        native = kernels.native_ok(z)
+        native = self._native_for(z)
         if native is not None:
             a, at = self.native_arrays(z.dtype)
             if z.requires_grad and torch.is_grad_enabled():
-                return _NativeSpMM.apply(z, a, at, self.shape[0], self.shape[1])
+                return _NativeSpMM.apply(z, native, a, at, self.shape[0], self.shape[1])
             return native.spmm(*a, z.contiguous(), self.shape[0])
         a, at = self.matrices(z.dtype, z.device)
         if z.requires_grad:
@@ -193,11 +200,11 @@ class SparseOp:
             raise ValueError(f"gradient has {g.shape[0]} rows, operator has {self.shape[0]}")
         if self.nnz == 0:
             return g.new_zeros(self.shape[1], g.shape[1])
-        native = kernels.native_ok(g)
+        native = self._native_for(g)
         if native is not None:
             a, at = self.native_arrays(g.dtype)
             if g.requires_grad and torch.is_grad_enabled():
-                return _NativeSpMM.apply(g, at, a, self.shape[1], self.shape[0])
+                return _NativeSpMM.apply(g, native, at, a, self.shape[1], self.shape[0])
             return native.spmm(*at, g.contiguous(), self.shape[1])
         _, at = self.matrices(g.dtype, g.device)
         return torch.sparse.mm(at, g.contiguous())
