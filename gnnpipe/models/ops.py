@@ -178,36 +178,34 @@ class SparseOp:
             return kernels.extension() if t.device.type == "cpu" and t.dtype in self._native else None
         return kernels.native_ok(t)
 
-    def __matmul__(self, z: torch.Tensor) -> torch.Tensor:
-        if z.shape[0] != self.shape[1]:
-            raise ValueError(f"aggregation input has {z.shape[0]} rows, operator expects {self.shape[1]}")
+    def _apply(self, x: torch.Tensor, *, transpose: bool) -> torch.Tensor:
+        """``A @ x`` (or ``A^T @ x``), differentiable in ``x`` when it requires grad."""
+        rows, cols = self.shape[::-1] if transpose else self.shape
+        if x.shape[0] != cols:
+            raise ValueError(f"{'gradient' if transpose else 'aggregation input'} has {x.shape[0]} rows, "
+                             f"operator {'A^T' if transpose else 'A'} expects {cols}")  # fmt: skip
         if self.nnz == 0:
-            return z.new_zeros(self.shape[0], z.shape[1])
-        native = self._native_for(z)
+            return x.new_zeros(rows, x.shape[1])
+        native = self._native_for(x)
         if native is not None:
-            a, at = self.native_arrays(z.dtype)
-            if z.requires_grad and torch.is_grad_enabled():
-                return _NativeSpMM.apply(z, native, a, at, self.shape[0], self.shape[1])
-            return native.spmm(*a, z.contiguous(), self.shape[0])
-        a, at = self.matrices(z.dtype, z.device)
-        if z.requires_grad:
-            return _SpMM.apply(z, a, at)
-        return torch.sparse.mm(a, z)
+            fwd, bwd = self.native_arrays(x.dtype)
+        else:
+            fwd, bwd = self.matrices(x.dtype, x.device)
+        if transpose:
+            fwd, bwd = bwd, fwd
+        grad = x.requires_grad and torch.is_grad_enabled()
+        if native is not None:
+            if grad:
+                return _NativeSpMM.apply(x, native, fwd, bwd, rows, cols)
+            return native.spmm(*fwd, x.contiguous(), rows)
+        return _SpMM.apply(x, fwd, bwd) if grad else torch.sparse.mm(fwd, x.contiguous())
+
+    def __matmul__(self, z: torch.Tensor) -> torch.Tensor:
+        return self._apply(z, transpose=False)
 
     def t_matmul(self, g: torch.Tensor) -> torch.Tensor:
-        """``A^T @ g`` (``g: [R, d]`` -> ``[K, d]``): the aggregation backward, without autograd."""
-        if g.shape[0] != self.shape[0]:
-            raise ValueError(f"gradient has {g.shape[0]} rows, operator has {self.shape[0]}")
-        if self.nnz == 0:
-            return g.new_zeros(self.shape[1], g.shape[1])
-        native = self._native_for(g)
-        if native is not None:
-            a, at = self.native_arrays(g.dtype)
-            if g.requires_grad and torch.is_grad_enabled():
-                return _NativeSpMM.apply(g, native, at, a, self.shape[1], self.shape[0])
-            return native.spmm(*at, g.contiguous(), self.shape[1])
-        _, at = self.matrices(g.dtype, g.device)
-        return torch.sparse.mm(at, g.contiguous())
+        """``A^T @ g`` (``g: [R, d]`` -> ``[K, d]``): the aggregation backward."""
+        return self._apply(g, transpose=True)
 
 
 def _key_seed(*key: int) -> int:
