@@ -127,6 +127,11 @@ class TrainConfig:
     device: str = opt("cpu", "compute device (cuda: NCCL between workers, else gloo)", choices=("cpu", "cuda"))
     dtype: str = opt("float32", "floating-point type of weights and activations", choices=("float32", "float64"))
     warmup_epochs: int = opt(5, "first epochs left out of the reported mean epoch time")
+    on_nonfinite: str = opt(
+        "stop",
+        "a NaN/inf loss or gradient: stop the run naming the epoch and layer, or skip (drop) that epoch's update",
+        choices=("stop", "skip"),
+    )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from gnnpipe.config import ExperimentConfig, config_from_dict, config_to_dict
 from gnnpipe.data import load_graph
@@ -205,3 +206,88 @@ def test_format_bytes():
     assert format_bytes(1500) == "1.500 KB"
     assert format_bytes(2.5e9) == "2.500 GB"
     assert format_bytes(3e15) == "3000.000 TB"
+
+
+# ---------------------------------------------------------------------------------------------- non-finite, paths
+def _poisoned(cfg: ExperimentConfig, graph: Graph, bad_epoch: int) -> SingleDeviceExecutor:
+    """Real training whose loss (and so every gradient) is NaN in ``bad_epoch``."""
+    ex = SingleDeviceExecutor(cfg, graph)
+    real = ex.loss
+    ex.loss = lambda epoch: real(epoch) * (float("nan") if epoch == bad_epoch else 1.0)
+    return ex
+
+
+def test_non_finite_loss_stops_naming_epoch_and_layer(graph, tmp_path):
+    from gnnpipe.train.trainer import NonFiniteError
+
+    cfg = _cfg(train={"epochs": 6})
+    pattern = r"epoch 3: non-finite loss nan, non-finite gradient in \d+ of \d+ tensors, first in the input encoder"
+    with pytest.raises(NonFiniteError, match=pattern):
+        train(cfg, _poisoned(cfg, graph, 3), print_fn=lambda _: None, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "summary.json").exists()  # stopped: no summary of a broken run
+
+
+def test_non_finite_skip_drops_that_update_and_goes_on(graph):
+    cfg = _cfg(train={"epochs": 6, "on_nonfinite": "skip"})
+    ex = _poisoned(cfg, graph, 3)
+    lines: list[str] = []
+    seen: dict[int, dict] = {}
+    real_epoch = ex.train_epoch
+
+    def train_epoch(epoch):
+        stats = real_epoch(epoch)
+        seen[epoch] = {k: v.clone() for k, v in ex.model.state_dict().items()}
+        return stats
+
+    ex.train_epoch = train_epoch
+    s = train(cfg, ex, print_fn=lines.append)
+    assert math.isnan(s.losses[3]) and all(math.isfinite(v) for i, v in enumerate(s.losses) if i != 3)
+    assert all(torch.equal(seen[2][k], seen[3][k]) for k in seen[2])  # epoch 3 changed no weight
+    assert any("epoch 3: non-finite loss nan" in ln and "update dropped" in ln for ln in lines)
+
+
+def test_non_finite_skip_still_stops_when_it_never_recovers(graph):
+    from gnnpipe.train.trainer import MAX_SKIPPED_IN_A_ROW, NonFiniteError
+
+    cfg = _cfg(train={"epochs": 30, "on_nonfinite": "skip"})
+    ex = SingleDeviceExecutor(cfg, graph)
+    real = ex.loss
+    ex.loss = lambda epoch: real(epoch) * (float("nan") if epoch >= 2 else 1.0)
+    with pytest.raises(NonFiniteError, match=rf"epoch {2 + MAX_SKIPPED_IN_A_ROW - 1}: .*in a row"):
+        train(cfg, ex, print_fn=lambda _: None)
+
+
+def test_metrics_out_that_is_a_directory_is_refused_before_training(graph, tmp_path):
+    from gnnpipe.config import ConfigError
+
+    cfg = _cfg(train={"epochs": 2})
+    ex = SingleDeviceExecutor(cfg, graph)
+    ex.train_epoch = None  # training must not start
+    with pytest.raises(ConfigError, match="is a directory"):
+        train(cfg, ex, metrics_out=tmp_path, print_fn=lambda _: None)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is a file, so no file can be created under it"):
+        train(cfg, ex, metrics_out=tmp_path / "file" / "m.json", print_fn=lambda _: None)
+
+
+def test_run_dir_files_are_written_before_the_metrics_file(graph, tmp_path, monkeypatch):
+    from gnnpipe.train import trainer
+
+    cfg = _cfg(train={"epochs": 2})
+    monkeypatch.setattr(trainer, "check_output_file", lambda *a: None)  # a path that fails only at the end
+    (tmp_path / "blocked").write_text("")
+    with pytest.raises(OSError):
+        train(cfg, SingleDeviceExecutor(cfg, graph), metrics_out=tmp_path / "blocked" / "m.json",
+              run_dir=tmp_path / "run", print_fn=lambda _: None)  # fmt: skip
+    assert (tmp_path / "run" / "summary.json").is_file() and (tmp_path / "run" / "epochs.csv").is_file()
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_names_its_layer(graph):
+    from gnnpipe.train.trainer import NonFiniteError
+
+    cfg = _cfg(train={"epochs": 4})
+    ex = SingleDeviceExecutor(cfg, graph)
+    ex.model.layers[1].lin.weight.register_hook(lambda g: g * float("inf"))
+    with pytest.raises(NonFiniteError, match=r"epoch 0: finite loss, non-finite gradient in 1 of \d+ tensors, "
+                                             r"first in layer 1 \(layers\.1\.lin\.weight\)"):  # fmt: skip
+        train(cfg, ex, print_fn=lambda _: None)

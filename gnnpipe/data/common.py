@@ -1,4 +1,4 @@
-"""Helpers shared by the loaders: path checks, text files, split masks, label conversion.
+"""Helpers shared by the loaders: path checks, text files, split masks, label conversion, training checks.
 
 Every loader validates its input once, here at the boundary, and raises `GraphError` with a message that
 names the file, what is wrong and what was expected.
@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gnnpipe.data.graph import GraphError
+from gnnpipe.data.graph import Graph, GraphError
 
 __all__ = [
     "SPLIT_FRACTIONS",
+    "check_trainable",
     "index_masks",
     "labels_from_array",
     "random_split_masks",
@@ -111,3 +112,35 @@ def labels_from_array(labels: np.ndarray, where: str, multi_label: bool | None =
             raise GraphError(f"{where}: labels have dtype {a.dtype}, expected numbers")
         return torch.from_numpy(np.nan_to_num(a.astype(np.float32), nan=0.0))
     raise GraphError(f"{where}: labels have shape {a.shape}, expected [N] or [N, C]")
+
+
+def check_trainable(
+    graph: Graph, where: str, *, chunks: int = 1, old_ids: torch.Tensor | None = None, features: bool = True
+) -> None:
+    """What training needs beyond a valid graph, checked before it starts (GraphError naming what and where):
+    at least one vertex per chunk, at least one training vertex, a label on every training vertex (single
+    label: ``y >= 0``), finite features (``features``). ``old_ids: [N]`` maps a permuted graph's vertex ids
+    back to the dataset's, for the messages."""
+    n = graph.num_nodes
+    if chunks > n:
+        raise GraphError(f"{where}: parallel.chunks = {chunks} but the graph has {n} vertices; allowed: at most {n}")
+    train = graph.train_mask
+    num_train = int(train.sum())
+    if num_train == 0:
+        raise GraphError(f"{where}: no training vertices (the train split is empty); training needs at least one")
+
+    def vertex(v: int) -> int:
+        return int(old_ids[v]) if old_ids is not None else v
+
+    if not graph.multi_label:
+        unlabelled = train & (graph.y < 0)
+        bad = int(unlabelled.sum())
+        if bad:
+            v = vertex(int(unlabelled.nonzero()[0]))
+            raise GraphError(
+                f"{where}: {bad} of the {num_train} training vertices have no label (-1), e.g. vertex {v}; "
+                f"every training vertex needs a class in [0, {graph.num_classes})"
+            )
+    if features and graph.x.is_floating_point() and not bool(torch.isfinite(graph.x).all()):
+        v = vertex(int((~torch.isfinite(graph.x)).any(1).nonzero()[0]))
+        raise GraphError(f"{where}: features contain NaN or infinite values, e.g. at vertex {v}; expected finite")

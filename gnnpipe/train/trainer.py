@@ -1,7 +1,10 @@
 """The epoch loop: train, exact evaluation every ``eval_every`` epochs, best-valid weights, logs and metrics.
 
 Runs unchanged on any executor (single device or a distributed engine). Only the logging worker prints and
-writes the run summary; every worker keeps its own best-valid weights.
+writes the run summary; every worker keeps its own best-valid weights. Output paths are checked before the
+first epoch. A non-finite loss or gradient stops the run naming the epoch and layer (``train.on_nonfinite:
+stop``), or drops that epoch's update (``skip``). ``on_phase`` tells the caller what is running, so that an
+error can say where it happened.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -18,12 +22,34 @@ from pathlib import Path
 
 import torch
 
-from gnnpipe.config import ExperimentConfig, config_to_dict
+from gnnpipe.config import ConfigError, ExperimentConfig, config_to_dict
 from gnnpipe.train.executor import BREAKDOWN_KEYS, EpochStats, Executor
 from gnnpipe.train.metrics import Accuracies
 from gnnpipe.units import format_bytes
 
-__all__ = ["RunSummary", "train", "git_rev", "format_bytes"]
+__all__ = ["NonFiniteError", "RunSummary", "check_output_file", "train", "git_rev", "format_bytes"]
+
+MAX_SKIPPED_IN_A_ROW = 10  # train.on_nonfinite=skip: this many non-finite epochs in a row stop the run anyway
+
+
+class NonFiniteError(ValueError):
+    """The loss or a gradient became NaN or infinite; the message names the epoch and the layer."""
+
+
+def check_output_file(path: str | Path | None, what: str) -> None:
+    """Refuse, before training, an output file that cannot be written: a directory, or under a file."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir() or str(path).endswith(("/", os.sep)):
+        raise ConfigError(f"{what} {str(path)!r} is a directory; give a file path, e.g. {str(p / 'metrics.json')!r}")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {str(path)!r}: {str(parent)!r} is a file, so no file can be created under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {str(path)!r}: directory {str(parent)!r} is not writable")
 
 
 @dataclass
@@ -91,6 +117,42 @@ class _Progress:
             sys.stdout.flush()
 
 
+def _layer_of(name: str) -> str:
+    """``layers.3.lin.weight`` -> ``layer 3 (layers.3.lin.weight)``; encoder/head likewise."""
+    parts = name.split(".")
+    if parts[0] == "layers" and len(parts) > 1:
+        return f"layer {parts[1]} ({name})"
+    return {"encoder": "the input encoder", "head": "the output head"}.get(parts[0], name) + f" ({name})"
+
+
+class _NonFiniteGuard:
+    """Looks at this worker's gradients just before each optimizer step (a step pre-hook, so the weights are
+    still the epoch's): records the first non-finite one, and with ``skip`` drops the whole update (gradients
+    set to None: Adam leaves those weights and its state unchanged)."""
+
+    def __init__(self, executor: Executor, skip: bool):
+        named = getattr(executor, "named_stage_parameters", None)  # the engine: this stage's, by model name
+        model = getattr(executor, "model", None)
+        self.params = named() if named is not None else dict(model.named_parameters()) if model is not None else {}
+        self.skip = skip
+        self.bad: str | None = None
+        opt = getattr(executor, "optimizer", None)
+        self.handle = opt.register_step_pre_hook(self._before_step) if opt is not None and self.params else None
+
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        grads = [(n, q.grad) for n, q in self.params.items() if q.grad is not None]
+        finite = torch.stack([torch.isfinite(g).all() for _, g in grads]).tolist() if grads else []
+        bad = [n for (n, _), ok in zip(grads, finite, strict=True) if not ok]
+        self.bad = f"{len(bad)} of {len(grads)} tensors, first in {_layer_of(bad[0])}" if bad else None
+        if self.bad is not None and self.skip:
+            for q in self.params.values():
+                q.grad = None
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+
+
 def train(
     cfg: ExperimentConfig,
     executor: Executor,
@@ -99,12 +161,16 @@ def train(
     run_dir: str | Path | None = None,
     print_fn: Callable[[str], None] = print,
     log_file: str | Path | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Train for ``cfg.train.epochs`` epochs; return (and on the logger, write) the run summary.
 
-    The logging worker prints; every worker appends the same lines to its own ``log_file``.
+    The logging worker prints; every worker appends the same lines to its own ``log_file``. ``on_phase`` is
+    called with ``epoch 3 (train)``, ``epoch 3 (evaluate)``, ``summary``, ``writing outputs``.
     """
     log = executor.is_logger
+    if log:
+        check_output_file(metrics_out, "--metrics-out")  # before the first epoch, not after the last
     fh = None
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
@@ -117,14 +183,41 @@ def train(
             fh.write(line + "\n")
             fh.flush()
 
+    guard = _NonFiniteGuard(executor, skip=cfg.train.on_nonfinite == "skip")
     try:
-        return _train(cfg, executor, metrics_out, run_dir, out)
+        return _train(cfg, executor, metrics_out, run_dir, out, guard, on_phase or (lambda phase: None))
     finally:
+        guard.close()
         if fh is not None:
             fh.close()
 
 
-def _train(cfg: ExperimentConfig, executor: Executor, metrics_out, run_dir, out: Callable[..., None]) -> RunSummary:
+def _check_finite(cfg: ExperimentConfig, epoch: int, loss: float, guard: _NonFiniteGuard, skipped: int) -> str | None:
+    """None if the epoch was finite; else (``skip``) what was not, or NonFiniteError if the run must stop."""
+    if math.isfinite(loss) and guard.bad is None:
+        return None
+    what = f"epoch {epoch}: " + (f"non-finite loss {loss!r}" if not math.isfinite(loss) else "finite loss")
+    if guard.bad is not None:
+        what += f", non-finite gradient in {guard.bad}"
+    if cfg.train.on_nonfinite == "skip" and skipped + 1 < MAX_SKIPPED_IN_A_ROW:
+        return what
+    if cfg.train.on_nonfinite == "skip":
+        raise NonFiniteError(f"{what}; {MAX_SKIPPED_IN_A_ROW} epochs in a row non-finite (train.on_nonfinite=skip)")
+    raise NonFiniteError(
+        f"{what}; the run stops (train.on_nonfinite=stop): lower train.lr, check the features, "
+        "or set train.on_nonfinite=skip to drop such updates"
+    )
+
+
+def _train(
+    cfg: ExperimentConfig,
+    executor: Executor,
+    metrics_out,
+    run_dir,
+    out: Callable[..., None],
+    guard: _NonFiniteGuard,
+    on_phase: Callable[[str], None],
+) -> RunSummary:
     t = cfg.train
     log = executor.is_logger
     progress = _Progress(t.epochs, cfg.log.progress and log)
@@ -132,11 +225,20 @@ def _train(cfg: ExperimentConfig, executor: Executor, metrics_out, run_dir, out:
     evals: list[dict] = []
     best_val, best_epoch, best_test, best_state = -math.inf, -1, float("nan"), None
     rows = []
+    skipped = 0  # non-finite epochs in a row (train.on_nonfinite=skip)
     for epoch in range(t.epochs):
+        on_phase(f"epoch {epoch} (train)")
+        guard.bad = None
         s = executor.train_epoch(epoch)
         stats.append(s)
+        bad = _check_finite(cfg, epoch, s.loss, guard, skipped)
+        skipped = skipped + 1 if bad else 0
+        if bad:
+            kept = "update dropped" if guard.bad else "gradients finite, update kept"
+            out(f"Epoch {epoch:05d} | {bad}: {kept} (train.on_nonfinite=skip)")
         acc = None
         if (epoch + 1) % t.eval_every == 0 or epoch == t.epochs - 1:
+            on_phase(f"epoch {epoch} (evaluate)")
             acc = executor.evaluate()
             evals.append({"epoch": epoch, "train": acc.train, "val": acc.val, "test": acc.test})
             if acc.val > best_val:
@@ -160,6 +262,7 @@ def _train(cfg: ExperimentConfig, executor: Executor, metrics_out, run_dir, out:
     if best_state is not None:
         executor.restore(best_state)  # leave the executor holding the best-valid weights
 
+    on_phase("summary")
     timed = stats[t.warmup_epochs :] if len(stats) > t.warmup_epochs else stats
     epoch_time = sum(s.time for s in timed) / len(timed)
     breakdown = {k: sum(s.breakdown[k] for s in timed) / len(timed) for k in BREAKDOWN_KEYS}
@@ -184,6 +287,7 @@ def _train(cfg: ExperimentConfig, executor: Executor, metrics_out, run_dir, out:
     )
     if log:
         _print_summary(summary, executor.world_size, out)
+        on_phase("writing outputs")
         _write_outputs(summary, rows, metrics_out, run_dir)
     return summary
 
@@ -215,10 +319,7 @@ def _print_summary(s: RunSummary, world: int, out: Callable[[str], None]) -> Non
 
 
 def _write_outputs(s: RunSummary, rows: list[dict], metrics_out, run_dir) -> None:
-    if metrics_out is not None:
-        p = Path(metrics_out)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(s.to_json(), indent=2))
+    """The run directory's files first: a metrics path that fails after all cannot lose them."""
     if run_dir is not None:
         d = Path(run_dir)
         d.mkdir(parents=True, exist_ok=True)
@@ -228,6 +329,10 @@ def _write_outputs(s: RunSummary, rows: list[dict], metrics_out, run_dir) -> Non
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(rows)
+    if metrics_out is not None:
+        p = Path(metrics_out)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(s.to_json(), indent=2))
 
 
 def timestamp() -> str:
