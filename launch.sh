@@ -3,7 +3,10 @@
 #   ./launch.sh CONFIG [section.key=value ...] [--metrics-out PATH] [-- TORCHRUN_OPTIONS]
 #   ./launch.sh --mpirun CONFIG ...        (use mpirun instead of torchrun; needs mpi4py)
 # Multi-node: pass torchrun's own options after "--", e.g. -- --nnodes=2 --node_rank=0 --rdzv_endpoint=host:29500
-# (then --standalone is not used). Only rank 0 prints epoch lines; every rank writes runs/<run>/rank<k>.log.
+# (then --standalone is not used, and each node starts ways*stages/nnodes workers). Only rank 0 prints epoch
+# lines; every rank writes runs/<run>/rank<k>.log.
+# Exit status: 0, or the status of the worker that failed first (2: bad input; 17: stopped by another worker's
+# failure; 128+n: signal n), with one line naming that worker, the phase and the error (DESIGN §4).
 set -euo pipefail
 root="$(cd "$(dirname "$0")" && pwd)"
 py="${GNNPIPE_PYTHON:-$root/.venv/bin/python}"
@@ -29,5 +32,84 @@ fi
 if [ "$nproc" = 1 ] && [ ${#extra[@]} -eq 0 ]; then
   exec "$py" -m gnnpipe train --config "$config" "${args[@]+"${args[@]}"}"
 fi
+
+# Workers per node: the world divided by torchrun's --nnodes (a fixed count), unless given explicitly.
+nnodes=1; per_node=""
+for ((i = 0; i < ${#extra[@]}; i++)); do
+  next="${extra[$((i + 1))]:-}"
+  case "${extra[$i]}" in
+    --nnodes=*) nnodes="${extra[$i]#*=}" ;;
+    --nnodes) nnodes="$next" ;;
+    --nproc_per_node=* | --nproc-per-node=*) per_node="${extra[$i]#*=}" ;;
+    --nproc_per_node | --nproc-per-node) per_node="$next" ;;
+  esac
+done
+fail() { echo "launch.sh: error: $*" >&2; exit 2; }
+if [[ "$nnodes" == *:* ]]; then
+  lo="${nnodes%%:*}"; hi="${nnodes#*:}"
+  [ "$lo" = "$hi" ] || fail "--nnodes=$nnodes: an elastic range cannot work, the config needs exactly $nproc workers; give a fixed node count"
+  nnodes="$lo"
+fi
+[[ "$nnodes" =~ ^[1-9][0-9]*$ ]] || fail "--nnodes=$nnodes: expected a positive integer"
+if [ -n "$per_node" ]; then
+  [[ "$per_node" =~ ^[1-9][0-9]*$ ]] || fail "--nproc_per_node=$per_node: expected a positive integer"
+  [ $((per_node * nnodes)) = "$nproc" ] ||
+    fail "--nproc_per_node=$per_node x --nnodes=$nnodes = $((per_node * nnodes)) workers, but parallel.ways * parallel.stages = $nproc"
+  per_node_arg=()
+else
+  [ $((nproc % nnodes)) = 0 ] ||
+    fail "--nnodes=$nnodes does not divide the $nproc workers (parallel.ways * parallel.stages); give --nproc_per_node per node"
+  per_node_arg=(--nproc_per_node="$((nproc / nnodes))")
+fi
 if [ ${#extra[@]} -eq 0 ]; then extra=(--standalone); fi
-exec "$py" -m torch.distributed.run "${extra[@]}" --nproc_per_node="$nproc" -m gnnpipe train --config "$config" "${args[@]+"${args[@]}"}"
+
+# torchrun, run in-process so that its ChildFailedError is not a traceback: the workers write their one line
+# to $GNNPIPE_STATUS_DIR (gnnpipe/parallel/liveness.py) and this prints the first failure's line and status.
+read -r -d '' wrapper <<'PY' || true
+import os, shutil, sys, tempfile
+status_dir = tempfile.mkdtemp(prefix="gnnpipe-status-")
+os.environ["GNNPIPE_STATUS_DIR"] = status_dir
+import logging
+from torch.distributed.elastic.multiprocessing import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import main
+
+if "LOGLEVEL" not in os.environ:  # torchrun's own log of a worker's failure: the worker's line says it
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+code, killed = 0, []
+try:
+    main(sys.argv[1:])
+except ChildFailedError as e:
+    f = e.get_first_failure()[1]
+    code = f.exitcode if f.exitcode > 0 else 128 - f.exitcode if f.exitcode < 0 else 1
+    killed = sorted((r, -f.exitcode) for r, f in e.failures.items() if f.exitcode < 0)
+except SignalException as e:
+    code = 128 + int(e.sigval)
+except KeyboardInterrupt:
+    code = 130
+except Exception as e:  # rendezvous and launch errors of torchrun itself
+    print(f"launch.sh: torchrun: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
+    code = 1
+finally:
+    reports = []  # (not root, rank, code, line) of every worker that wrote one
+    for name in os.listdir(status_dir):
+        if name.startswith("rank") and name[4:].isdigit():
+            with open(os.path.join(status_dir, name), encoding="utf-8", errors="replace") as fh:
+                parts = fh.read().strip().split(" ", 2)
+            if len(parts) == 3 and parts[0].isdigit():
+                reports.append((parts[1] != "root", int(name[4:]), int(parts[0]), parts[2]))
+    shutil.rmtree(status_dir, ignore_errors=True)
+    import signal
+    for rank, sig in killed:  # a worker killed outright (SIGKILL, the out-of-memory killer) cannot report
+        if rank not in [r[1] for r in reports]:
+            why = f"rank {rank} was killed by {signal.Signals(sig).name} (by a user or the out-of-memory killer)"
+            reports.append((False, -1, 128 + sig, f"gnnpipe train: error: {why}"))
+if reports:
+    _, _, code, line = min(reports)
+    print(line, file=sys.stderr, flush=True)
+sys.exit(code)
+PY
+exec "$py" -c "$wrapper" "${extra[@]}" "${per_node_arg[@]+"${per_node_arg[@]}"}" -m gnnpipe train --config "$config" "${args[@]+"${args[@]}"}"

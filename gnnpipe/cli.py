@@ -7,6 +7,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -123,6 +124,21 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (argparse reports anything else, exit code 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed; allowed: an integer >= {minimum}")
+        return value
+
+    return parse
+
+
 def _add_plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="dataset.name (instead of or on top of --config)")
     p.add_argument("--chunks", type=int)
@@ -130,7 +146,7 @@ def _add_plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stages", type=int)
     p.add_argument("--layers", type=int)
     p.add_argument("--hidden", type=int)
-    p.add_argument("--workers", type=int, help="worker count for the strategy comparison (default: ways*stages)")
+    p.add_argument("--workers", type=_count(1), help="worker count for the strategy comparison (default: ways*stages)")
 
 
 def _cmd_world_size(args: argparse.Namespace) -> int:
@@ -192,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_flags(p)
     p.add_argument(
         "--measure",
-        type=int,
+        type=_count(0),
         default=0,
         metavar="EPOCHS",
         help="also run EPOCHS epochs of each strategy on local gloo workers and count the bytes",
@@ -221,14 +237,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; every expected failure ends with one line on stderr and its exit code: 2 for bad
+    input (config, data, paths, arguments), 17 for a worker stopped by another's failure, 130 for Ctrl-C, 1
+    for an environment error (disk full). A worker of a group exits at once (its process group is gone);
+    under launch.sh its line goes to the launcher, which prints the run's root cause once."""
+    if "torch" not in sys.modules:  # c10d's C++ warnings about sockets of peers that already exited are noise
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    from gnnpipe.parallel import liveness
+    from gnnpipe.train.run import RunFailed
     from gnnpipe.user_errors import USER_ERRORS
 
     args = build_parser().parse_args(argv)
+    liveness.LINE_PREFIX = f"gnnpipe {args.command}: error: "
     try:
         return int(args.func(args) or 0)
+    except RunFailed as e:
+        liveness.report_end(e.line, e.exit_code, root=e.root)
+        liveness.hard_exit(e.exit_code)
     except USER_ERRORS as e:
-        print(f"gnnpipe {args.command}: error: {e}", file=sys.stderr)
+        liveness.report_end(" ".join(str(e).splitlines()), 2, root=True)
         return 2
+    except KeyboardInterrupt:
+        liveness.report_end("interrupted (SIGINT)", 130, root=True)
+        return 130
+    except (OSError, MemoryError) as e:  # the machine, not the input and not a bug: no traceback
+        liveness.report_end(f"{type(e).__name__}: {e}", 1, root=True)
+        return 1
 
 
 if __name__ == "__main__":

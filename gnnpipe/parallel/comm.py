@@ -5,31 +5,31 @@ Kinds: ``layer`` (stage to stage), ``graph`` (halo rows among ways of a stage), 
 all-reduce, counted as a ring all-reduce: 2(W-1)/W of the buffer per worker), ``eval`` (evaluation) and
 ``control`` (setup checks, losses). Only layer/graph/weight are training volume.
 
-A worker that dies must not leave the others hanging: a watchdog thread publishes a heartbeat counter in the
-rendezvous store and watches the others'; when a peer's counter stops moving for ``dead_after_s`` seconds
-(and the peer did not finish cleanly) every live worker prints which rank was lost and exits non-zero.
-Communication errors and timeouts are turned into :class:`CommError` naming the peer.
+A worker that fails, dies or is interrupted must not leave the others hanging (``parallel/liveness.py``): a
+watchdog thread beats a heartbeat in the rendezvous store, reads the others' and the failure board, and takes
+SIGINT/SIGTERM. A worker that fails publishes one line (:meth:`Comm.fail`) and tears down with no collective;
+every other worker reads it within a heartbeat and exits. Communication errors and timeouts are turned into
+:class:`CommError` naming the peer.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-import sys
 import threading
-import time
 from collections import defaultdict
 
 import torch
 import torch.distributed as dist
 
 from gnnpipe.parallel.dims import ParallelDims
+from gnnpipe.parallel.liveness import EXIT_PEER, Watchdog, await_end, claim_end
 
 __all__ = ["Comm", "CommError", "KINDS", "TRAIN_KINDS"]
 
 KINDS = ("layer", "graph", "weight", "eval", "control")
 TRAIN_KINDS = ("layer", "graph", "weight")
-EXIT_PEER_LOST = 17
+EXIT_PEER_LOST = EXIT_PEER
 
 
 class CommError(RuntimeError):
@@ -56,51 +56,7 @@ def _env_rank_world() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
-class _Watchdog(threading.Thread):
-    """Heartbeat in the store; exit the process when a peer stops beating without having finished."""
-
-    def __init__(self, store: dist.Store, rank: int, world: int, interval_s: float, dead_after_s: float):
-        super().__init__(daemon=True, name="gnnpipe-watchdog")
-        self.store, self.rank, self.world = store, rank, world
-        self.interval, self.dead_after = interval_s, dead_after_s
-        self._stop = threading.Event()
-
-    def run(self) -> None:
-        beat = 0
-        last_seen: dict[int, tuple[str, float]] = {}
-        while not self._stop.wait(self.interval):
-            beat += 1
-            try:
-                self.store.set(f"gnnpipe/hb/{self.rank}", str(beat))
-                now = time.monotonic()
-                for r in range(self.world):
-                    if r == self.rank:
-                        continue
-                    v = self.store.get(f"gnnpipe/hb/{r}").decode()
-                    if v == "done":
-                        continue
-                    if r not in last_seen or last_seen[r][0] != v:
-                        last_seen[r] = (v, now)
-                    elif now - last_seen[r][1] > self.dead_after:
-                        self._die(f"lost rank {r}: no heartbeat for {self.dead_after:.0f}s (worker died or hung)")
-            except Exception as e:  # the store itself is gone: its host (rank 0 or the launcher) died
-                if self._stop.is_set():
-                    return
-                self._die(f"lost the rendezvous store ({type(e).__name__}: {e}); rank 0 or the launcher died")
-
-    def _die(self, why: str) -> None:
-        print(f"[gnnpipe rank {self.rank}] fatal: {why}; exiting", file=sys.stderr, flush=True)
-        os._exit(EXIT_PEER_LOST)
-
-    def finish(self) -> None:
-        self._stop.set()
-        try:
-            self.store.set(f"gnnpipe/hb/{self.rank}", "done")
-        except Exception:
-            pass
-
-
-_WATCHDOG: _Watchdog | None = None
+_WATCHDOG: Watchdog | None = None
 
 
 class Comm:
@@ -112,7 +68,8 @@ class Comm:
         self.way, self.stage = dims.coords(rank)
         self.timeout = datetime.timedelta(seconds=timeout_s)
         self.bytes: dict[tuple[str, int, int, str], float] = defaultdict(float)
-        self.watchdog: _Watchdog | None = None
+        self.watchdog: Watchdog | None = None
+        self.failed = False  # set by fail(): teardown must not wait on anyone
         self.log: list[tuple[str, tuple[int, ...], tuple[int, ...]]] | None = None  # (kind, to, from) when recording
         # sub-groups: every rank must create every group, in the same order
         self.stage_group = self.way_group = None
@@ -165,10 +122,20 @@ class Comm:
         store = dist.distributed_c10d._get_default_store()
         store.set(f"gnnpipe/hb/{self.rank}", "0")
         dist.barrier()  # every heartbeat key exists before anyone watches
-        self.watchdog = _WATCHDOG = _Watchdog(store, self.rank, self.dims.world_size, heartbeat_s, dead_after_s)
-        self.watchdog.start()
+        hosts = self.rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"  # else torchrun's
+        wd = Watchdog(
+            store, self.rank, self.dims.world_size, heartbeat_s, dead_after_s, describe=self.dims.describe,
+            hosts_store=hosts,
+        )  # fmt: skip
+        wd.take_signals()  # SIGINT/SIGTERM end this worker within a heartbeat, even inside a transfer
+        self.watchdog = _WATCHDOG = wd
+        wd.start()
 
     def close(self) -> None:
+        """A clean end: a barrier (every worker got here), then the process group goes. After :meth:`fail`,
+        nothing: a barrier would wait for peers that are themselves stuck waiting for this worker."""
+        if self.failed:
+            return
         if self.dims.world_size > 1 and dist.is_initialized():
             try:
                 dist.barrier()
@@ -176,6 +143,44 @@ class Comm:
                 if self.watchdog is not None:
                     self.watchdog.finish()
                 dist.destroy_process_group()
+
+    def fail(self, line: str, code: int) -> tuple[str, int, bool]:
+        """This worker failed (``line``: rank, phase, error): publish it, or learn that another worker failed
+        first. Returns ``(line, exit code, root)`` to report: this worker's own (``root``), or the first
+        failure's, with :data:`EXIT_PEER_LOST`. No collective; the caller reports and exits (the watchdog
+        makes sure it does, within ``liveness.BACKSTOP_S``)."""
+        self.failed = True
+        if not claim_end("main", code):
+            await_end(code)  # the watchdog is already ending this process (a peer's failure, a signal)
+        wd = self.watchdog
+        if wd is None or self.dims.world_size == 1:
+            return line, code, True
+        try:
+            first = wd.board.publish(line)
+            if first is None:
+                wd.board.wait_read(1.5 * wd.interval + 0.2)  # a watchdog reads it within one interval
+        except Exception:  # the store is gone (its host died): nobody to tell
+            first = None
+        self._abort_group()
+        if first is None:
+            return line, code, True
+        return f"{self.dims.describe(self.rank)} stopped: {first}", EXIT_PEER_LOST, False
+
+    @staticmethod
+    def _abort_group() -> None:
+        """Tear the process group down without a collective, without waiting on it: pending transfers to or
+        from this worker fail at once on the peers instead of timing out."""
+
+        def destroy() -> None:
+            try:
+                dist.destroy_process_group()
+            except Exception:
+                pass
+
+        if dist.is_initialized():
+            t = threading.Thread(target=destroy, daemon=True, name="gnnpipe-abort")
+            t.start()
+            t.join(timeout=1.0)
 
     # ------------------------------------------------------------------ counting
     def _count(self, kind: str, layer: int, peer: int, direction: str, nbytes: float) -> None:
