@@ -222,6 +222,7 @@ class ChunkSteps:
                 lr.out = h = layer.post(lr.m, lr.r_leaf, rec.h0, rec.ctx)
                 release(z, h_in, rec.h0)
                 release(r, h_in)
+                release(lr.m)  # as in the forward: post does not keep m, so the rebuild frees it layer by layer
                 rec.layers.append(lr)
             rec.m_saved = []
             if self.last:
