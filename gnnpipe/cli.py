@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if "torch" not in sys.modules:  # c10d's C++ warnings about sockets of peers that already exited are noise
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     from gnnpipe.parallel import liveness
-    from gnnpipe.train.run import RunFailed
+    from gnnpipe.train.run import RunFailed, exit_code_of
     from gnnpipe.user_errors import USER_ERRORS
 
     args = build_parser().parse_args(argv)
@@ -255,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         liveness.report_end(e.line, e.exit_code, root=e.root)
         liveness.hard_exit(e.exit_code)
     except USER_ERRORS as e:
-        liveness.report_end(" ".join(str(e).splitlines()), 2, root=True)
-        return 2
+        code = exit_code_of(e)  # 2; 17 for a transfer or group that failed (a peer's problem, not input)
+        liveness.report_end(" ".join(str(e).splitlines()), code, root=True)
+        return code
     except KeyboardInterrupt:
         liveness.report_end("interrupted (SIGINT)", 130, root=True)
         return 130

@@ -282,3 +282,17 @@ def test_make_run_dir_is_unique_across_threads(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         dirs = list(pool.map(lambda _: make_run_dir(tmp_path, "same"), range(16)))
     assert len({d.name for d in dirs}) == 16
+
+
+def test_more_cuda_workers_on_a_host_than_gpus_is_refused(tmp_path, monkeypatch):
+    import torch
+
+    from gnnpipe.config import ConfigError, load_config
+    from gnnpipe.train.run import check_environment
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    cfg = load_config(_config(tmp_path), ["train.device=cuda", f"log.dir={tmp_path / 'runs'}"])
+    with pytest.raises(ConfigError, match=r"'cuda' with 2 workers on this host but 1 GPU\(s\): NCCL needs one GPU"):
+        check_environment(cfg)

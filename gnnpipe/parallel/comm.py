@@ -33,7 +33,12 @@ EXIT_PEER_LOST = EXIT_PEER
 
 
 class CommError(RuntimeError):
-    """A transfer failed or timed out; the message names the peer and what was being moved."""
+    """A transfer failed or timed out; the message names the peer and what was being moved. ``exit_code``: 17
+    (a peer is gone or stuck), 2 for a world that does not match the config, 1 for a group that cannot form."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_PEER):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _env_rank_world() -> tuple[int, int, int]:
@@ -99,19 +104,25 @@ class Comm:
         if world != dims.world_size:
             raise CommError(
                 f"launched with {world} worker(s) but parallel.ways * parallel.stages = {dims.ways} * {dims.stages}"
-                f" = {dims.world_size}; start {dims.world_size} workers (./launch.sh does)"
+                f" = {dims.world_size}; start {dims.world_size} workers (./launch.sh does)",
+                exit_code=2,
             )
         dev = torch.device(device)
         if dev.type == "cuda":
             dev = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
             torch.cuda.set_device(dev)
-        if world > 1 and not dist.is_initialized():
-            backend = "nccl" if dev.type == "cuda" else "gloo"
-            dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
-        comm = cls(dims, rank, dev, timeout_s)
-        comm.local_rank = local
-        if world > 1:
-            comm._start_watchdog(heartbeat_s, dead_after_s)
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        try:
+            if world > 1 and not dist.is_initialized():
+                timeout = datetime.timedelta(seconds=timeout_s)
+                dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
+            comm = cls(dims, rank, dev, timeout_s)
+            comm.local_rank = local
+            if world > 1:
+                comm._start_watchdog(heartbeat_s, dead_after_s)
+        except Exception as e:  # before the watchdog: every worker meets the same error here, none waits
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:600]
+            raise CommError(f"rank {rank}: joining the {backend} group of {world} workers failed: {why}", 1) from None
         return comm
 
     def _start_watchdog(self, heartbeat_s: float, dead_after_s: float) -> None:

@@ -21,7 +21,7 @@ from gnnpipe.data import load_graph
 from gnnpipe.data.common import check_trainable
 from gnnpipe.data.graph import Graph, GraphError
 from gnnpipe.memory import MemoryProbe, tune_allocator
-from gnnpipe.parallel.comm import EXIT_PEER_LOST, Comm, CommError
+from gnnpipe.parallel.comm import Comm, CommError
 from gnnpipe.parallel.dims import ParallelDims
 from gnnpipe.parallel.engine import Engine
 from gnnpipe.partition.chunker import ChunkPlan, PlanSpec, get_or_build_plan
@@ -59,13 +59,13 @@ class RunFailed(Exception):
 
 
 def exit_code_of(e: BaseException) -> int:
-    """2 for bad input, 17 for a lost peer or transfer, 130 for an interrupt, 1 for anything else."""
+    """2 for bad input, 17 for a lost peer or transfer (CommError's own), 130 for an interrupt, 1 otherwise."""
     if isinstance(e, RunFailed):
         return e.exit_code
     if isinstance(e, KeyboardInterrupt):
         return 130
-    if isinstance(e, CommError) and not str(e).startswith("launched with"):
-        return EXIT_PEER_LOST
+    if isinstance(e, CommError):
+        return e.exit_code
     return 2 if isinstance(e, USER_ERRORS) else 1
 
 
@@ -127,6 +127,12 @@ def check_environment(cfg: ExperimentConfig, metrics_out: str | Path | None = No
         raise ConfigError(
             f"{cfg.source}: key 'train.device' has value 'cuda' but torch {torch.__version__} sees no CUDA device "
             f"(built with CUDA {torch.version.cuda or 'none'}); allowed here: cpu"
+        )
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1")))
+    if cfg.train.device == "cuda" and local > torch.cuda.device_count():
+        raise ConfigError(
+            f"{cfg.source}: key 'train.device' has value 'cuda' with {local} workers on this host but "
+            f"{torch.cuda.device_count()} GPU(s): NCCL needs one GPU per worker; use fewer workers per host or cpu"
         )
     _check_dir(Path(cfg.log.dir), f"{cfg.source}: key 'log.dir'", writable=True)
     where = "environment variable GNNPIPE_CACHE" if "GNNPIPE_CACHE" in os.environ else "the cache directory"
