@@ -129,10 +129,11 @@ def test_large_powerlaw_operator_parallel_path(backend):
     z = torch.randn(n, 48, generator=g, dtype=torch.float64, requires_grad=True)
     a = _dense(op)
     out = op @ z
-    torch.testing.assert_close(out, a @ z.detach(), rtol=1e-12, atol=1e-12)
+    # hub rows sum thousands of terms: a dense matmul adds them in another order (float64: ~1e-11 apart)
+    torch.testing.assert_close(out, a @ z.detach(), rtol=1e-10, atol=1e-10)
     gy = torch.randn_like(out)
     out.backward(gy)
-    torch.testing.assert_close(z.grad, a.t() @ gy, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(z.grad, a.t() @ gy, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.skipif(not HAS_NATIVE, reason="gnnpipe._C not built")
