@@ -110,6 +110,12 @@ class ParallelConfig:
         "result, recompute the rest during backward (less memory, ~1 extra forward without aggregation)",
     )
     timeout_s: float = opt(120.0, "seconds any transfer may wait before the run fails")
+    backend: str = opt(
+        "auto",
+        "torch.distributed backend: auto (nccl on cuda, gloo on cpu), nccl, or gloo (on cuda: transfers staged "
+        "through host memory, so several workers may share one GPU)",
+        choices=("auto", "nccl", "gloo"),
+    )
 
     @property
     def world_size(self) -> int:

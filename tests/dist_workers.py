@@ -84,3 +84,26 @@ def run_training_job(cfg_dict: dict) -> dict:
     from gnnpipe.train.run import run_training
 
     return run_training(config_from_dict(cfg_dict, "test")).to_json()
+
+
+def staged_exchange() -> list:
+    """Two workers swap rows and sum a vector with every transfer staged through host buffers (the path gloo
+    takes with CUDA tensors, forced here on CPU): the values must arrive exactly."""
+    import torch
+
+    from gnnpipe.parallel.comm import Comm
+    from gnnpipe.parallel.dims import ParallelDims
+
+    comm = Comm.init(ParallelDims(1, 2, 2, (1, 1)), timeout_s=30, backend="gloo")
+    comm.via_host = True
+    me, peer = comm.rank, 1 - comm.rank
+    got = [torch.empty(3, 2), torch.empty(2)]
+    comm.exchange({peer: [torch.full((3, 2), float(me)), torch.arange(2.0) + me]}, {peer: got}, kind="layer")
+    pending = comm.exchange({peer: torch.full((4,), 7.0 + me)}, {}, kind="layer", wait=False)
+    buf = torch.empty(4)
+    comm.exchange({}, {peer: buf}, kind="layer")
+    comm.wait_all(pending)
+    total = torch.tensor([1.0 + me])
+    comm.all_reduce_sum(total, kind="control", group_ranks=[0, 1])
+    comm.close()
+    return [got[0].tolist(), got[1].tolist(), buf.tolist(), total.tolist()]

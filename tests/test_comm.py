@@ -47,3 +47,13 @@ def test_workers_refuse_a_world_that_does_not_match_the_config(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(CommError, match="launched with 3 worker"):
         Comm.init(ParallelDims(ways=2, stages=2, chunks=2, layer_counts=(1, 1)))
+
+
+def test_host_staged_transfers_arrive_exactly():
+    """parallel.backend=gloo on CUDA stages transfers through host memory; the same path, forced on CPU."""
+    from dist_workers import staged_exchange
+
+    results = [r.value for r in run_workers(staged_exchange, 2, timeout_s=120)]
+    for me in (0, 1):
+        peer = 1 - me
+        assert results[me] == [[[float(peer)] * 2] * 3, [0.0 + peer, 1.0 + peer], [7.0 + peer] * 4, [3.0]]

@@ -70,6 +70,7 @@ class Comm:
     def __init__(self, dims: ParallelDims, rank: int, device: torch.device, timeout_s: float = 120.0):
         self.dims, self.rank, self.device = dims, rank, device
         self.local_rank = 0  # rank within this host (set by init from the launcher)
+        self.via_host = False  # gloo with CUDA tensors: stage transfers through host memory
         self.way, self.stage = dims.coords(rank)
         self.timeout = datetime.timedelta(seconds=timeout_s)
         self.bytes: dict[tuple[str, int, int, str], float] = defaultdict(float)
@@ -98,8 +99,12 @@ class Comm:
         timeout_s: float = 120.0,
         heartbeat_s: float = 1.0,
         dead_after_s: float = 15.0,
+        backend: str = "auto",
     ) -> Comm:
-        """Join the process group from the launcher's environment; check the world matches the config."""
+        """Join the process group from the launcher's environment; check the world matches the config.
+
+        ``backend`` auto: NCCL on CUDA, gloo on CPU. gloo with CUDA tensors stages every transfer through host
+        memory (so several workers may share one GPU, e.g. a one-GPU check of a multi-worker run)."""
         rank, world, local = _env_rank_world()
         if world != dims.world_size:
             raise CommError(
@@ -111,13 +116,15 @@ class Comm:
         if dev.type == "cuda":
             dev = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
             torch.cuda.set_device(dev)
-        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if backend == "auto":
+            backend = "nccl" if dev.type == "cuda" else "gloo"
         try:
             if world > 1 and not dist.is_initialized():
                 timeout = datetime.timedelta(seconds=timeout_s)
                 dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
             comm = cls(dims, rank, dev, timeout_s)
             comm.local_rank = local
+            comm.via_host = dev.type == "cuda" and backend == "gloo"
             if world > 1:
                 comm._start_watchdog(heartbeat_s, dead_after_s)
         except Exception as e:  # before the watchdog: every worker meets the same error here, none waits
@@ -230,12 +237,17 @@ class Comm:
         """
         if self.log is not None:
             self.log.append((kind, tuple(sorted(sends)), tuple(sorted(recvs))))
-        ops, peers = [], []
+        assert wait or not (recvs and self.via_host), "host-staged receives must wait (they copy back)"
+        ops, peers, staged = [], [], []
         for direction, table, fn in (("send", sends, dist.isend), ("recv", recvs, dist.irecv)):
             for peer, ts in table.items():
                 for t in ts if isinstance(ts, list) else [ts]:
                     self._count(kind, layer, peer, direction, t.numel() * t.element_size())
-                    ops.append(dist.P2POp(fn, t, peer))
+                    wire = t
+                    if self.via_host:  # gloo moves host memory: a CPU copy out, or a CPU buffer to copy back
+                        wire = t.cpu() if direction == "send" else torch.empty(t.shape, dtype=t.dtype)
+                        staged.append((t, wire, direction))
+                    ops.append(dist.P2POp(fn, wire, peer))
                     peers.append(f"{direction} {kind} {'to' if direction == 'send' else 'from'} rank {peer}")
         if not ops:
             return []
@@ -243,14 +255,17 @@ class Comm:
             works = dist.batch_isend_irecv(ops)
         except Exception as e:
             raise CommError(f"rank {self.rank}: posting {', '.join(peers)} failed: {e}") from None
-        pending = list(zip(works, peers, strict=True))
+        pending = [(w, what, staged) for w, what in zip(works, peers, strict=True)]  # staged: kept alive
         if wait:
             self.wait_all(pending)
+            for t, wire, direction in staged:
+                if direction == "recv":
+                    t.copy_(wire)
             return []
         return pending
 
     def wait_all(self, pending: list) -> None:
-        for work, what in pending:
+        for work, what, _staged in pending:
             self._wait(work, what)
 
     # ------------------------------------------------------------------ collectives
@@ -262,11 +277,14 @@ class Comm:
         if n == 1:
             return
         self._count(kind, -1, -1, "send", 2.0 * (n - 1) / n * t.numel() * t.element_size())
+        wire = t.cpu() if self.via_host else t
         try:
-            work = dist.all_reduce(t, group=group, async_op=True)
+            work = dist.all_reduce(wire, group=group, async_op=True)
         except Exception as e:
             raise CommError(f"rank {self.rank}: all-reduce among ranks {group_ranks} failed: {e}") from None
         self._wait(work, f"all-reduce among ranks {group_ranks}")
+        if wire is not t:
+            t.copy_(wire)
 
     def all_gather_object(self, obj: object) -> list:
         """Small Python objects from every worker (setup checks, counters): control traffic, not counted."""

@@ -129,10 +129,15 @@ def check_environment(cfg: ExperimentConfig, metrics_out: str | Path | None = No
             f"(built with CUDA {torch.version.cuda or 'none'}); allowed here: cpu"
         )
     local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1")))
-    if cfg.train.device == "cuda" and local > torch.cuda.device_count():
+    if cfg.train.device == "cuda" and cfg.parallel.backend != "gloo" and local > torch.cuda.device_count():
         raise ConfigError(
             f"{cfg.source}: key 'train.device' has value 'cuda' with {local} workers on this host but "
-            f"{torch.cuda.device_count()} GPU(s): NCCL needs one GPU per worker; use fewer workers per host or cpu"
+            f"{torch.cuda.device_count()} GPU(s): NCCL needs one GPU per worker; use fewer workers per host, "
+            "parallel.backend=gloo (host-staged transfers) or train.device=cpu"
+        )
+    if cfg.train.device == "cpu" and cfg.parallel.backend == "nccl":
+        raise ConfigError(
+            f"{cfg.source}: key 'parallel.backend' has value 'nccl' with train.device=cpu; allowed: auto | gloo"
         )
     _check_dir(Path(cfg.log.dir), f"{cfg.source}: key 'log.dir'", writable=True)
     where = "environment variable GNNPIPE_CACHE" if "GNNPIPE_CACHE" in os.environ else "the cache directory"
@@ -234,7 +239,7 @@ def make_executor(cfg: ExperimentConfig) -> Executor:
         ex = SingleDeviceExecutor(cfg, graph)
         ex.probe = probe
         return ex
-    comm = Comm.init(ParallelDims.from_config(cfg), device=cfg.train.device, timeout_s=p.timeout_s)
+    comm = Comm.init(ParallelDims.from_config(cfg), device=cfg.train.device, timeout_s=p.timeout_s, backend=p.backend)
     try:
         graph, plan = shared_prepared(cfg, comm)
         probe.phase("load")
