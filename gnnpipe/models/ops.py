@@ -261,24 +261,31 @@ class RowCtx:
     # rows made of several chunks: ((chunk, num_rows), ...) in row order; overrides ``chunk``
     segments: tuple[tuple[int, int], ...] = ()
 
-    def _mask(self, chunk: int, shape: tuple[int, ...], p: float, site: int) -> torch.Tensor:
-        """Keep-mask (bool) of one chunk: the elements whose uniform draw is >= p."""
+    def _mask(self, chunk: int, shape: tuple[int, ...], p: float, site: int, device=None) -> torch.Tensor:
+        """Keep-mask (bool) of one chunk: the elements whose uniform draw is >= p.
+
+        On CUDA the draw comes from a CUDA generator seeded with the same key, on the GPU: the same masks
+        wherever (and on however many stages) the rows run on GPUs, but other bits than on the CPU."""
+        if device is not None and torch.device(device).type == "cuda":
+            g = torch.Generator(device=device)
+            g.manual_seed(_key_seed(self.seed, self.epoch, site, chunk))
+            return torch.rand(shape, generator=g, dtype=torch.float32, device=device) >= p
         native = _native_mask_fn()
         if native is not None and 0.0 <= p < 1.0:  # same bits, drawn straight into bytes (no float32 array)
             return native(_key_seed(self.seed, self.epoch, site, chunk), math.prod(shape), p).view(shape)
         g = keyed_generator(self.seed, self.epoch, site, chunk)
         return torch.rand(shape, generator=g, dtype=torch.float32) >= p
 
-    def keep_mask(self, shape: tuple[int, ...], p: float, site: int) -> torch.Tensor:
-        """Bool keep-mask ``[rows, ...]`` of dropout site ``site`` for these rows (CPU)."""
+    def keep_mask(self, shape: tuple[int, ...], p: float, site: int, device=None) -> torch.Tensor:
+        """Bool keep-mask ``[rows, ...]`` of dropout site ``site`` for these rows (on ``device``; default CPU)."""
         if self.segments:
-            return torch.cat([self._mask(c, (n, *shape[1:]), p, site) for c, n in self.segments])
-        return self._mask(self.chunk, tuple(shape), p, site)
+            return torch.cat([self._mask(c, (n, *shape[1:]), p, site, device) for c, n in self.segments])
+        return self._mask(self.chunk, tuple(shape), p, site, device)
 
     def dropout(self, x: torch.Tensor, p: float, site: int) -> torch.Tensor:
         if not self.training or p == 0.0:
             return x
-        keep = self.keep_mask(tuple(x.shape), p, site).to(x.device)
+        keep = self.keep_mask(tuple(x.shape), p, site, x.device if x.is_cuda else None).to(x.device)
         return _Dropout.apply(x, keep, 1.0 / (1.0 - p))
 
 
