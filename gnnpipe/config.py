@@ -35,6 +35,7 @@ from gnnpipe.config_schema import (
     type_name,
 )
 from gnnpipe.config_validate import validate
+from gnnpipe.textfile import decode_utf8
 
 __all__ = [
     "ConfigError",
@@ -112,14 +113,10 @@ def _read_text(path: Path, source: str) -> str:
         data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{source}: cannot read the file ({e.strerror})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ConfigError(
-            f"{source}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}, line {line}); "
-            "save the file as UTF-8"
-        ) from None
+    text, where = decode_utf8(data)
+    if text is None:
+        raise ConfigError(f"{source}: not UTF-8 text ({where}); save the file as UTF-8")
+    return text
 
 
 # ---------------------------------------------------------------------------------------------- parsing

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from gnnpipe.data.graph import Graph, GraphError
+from gnnpipe.textfile import decode_utf8
 
 __all__ = [
     "SPLIT_FRACTIONS",
@@ -39,15 +40,10 @@ def read_text(path: str | Path, what: str) -> str:
     """The text of a dataset file that must be ASCII/UTF-8 (numbers, ids); GraphError naming the file and the
     first byte that is not UTF-8 (a binary file given where text is expected, or another encoding)."""
     p = require_file(path, what)
-    data = p.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise GraphError(
-            f"{what}: {str(p)!r} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}, line {line}); "
-            "expected plain decimal numbers"
-        ) from None
+    text, where = decode_utf8(p.read_bytes())
+    if text is None:
+        raise GraphError(f"{what}: {str(p)!r} is not UTF-8 text ({where}); expected plain decimal numbers")
+    return text
 
 
 def require_dir(path: str | Path, what: str) -> Path:
