@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Launch a GNNPipe run described by a YAML config on ways*stages workers.
-#   ./launch.sh CONFIG [section.key=value ...] [--metrics-out PATH] [-- TORCHRUN_OPTIONS]
+#   ./launch.sh CONFIG [section.key=value ...] [--metrics-out PATH] [--resume RUN_DIR] [-- TORCHRUN_OPTIONS]
 #   ./launch.sh --mpirun CONFIG ...        (use mpirun instead of torchrun; needs mpi4py)
 # Multi-node: pass torchrun's own options after "--", e.g. -- --nnodes=2 --node_rank=0 --rdzv_endpoint=host:29500
 # (then --standalone is not used, and each node starts ways*stages/nnodes workers). Only rank 0 prints epoch

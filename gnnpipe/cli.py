@@ -25,7 +25,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from gnnpipe.train.run import run_training
 
     cfg = load_config(args.config, args.overrides)
-    run_training(cfg, metrics_out=args.metrics_out)
+    run_training(cfg, metrics_out=args.metrics_out, resume=args.resume)
     return 0
 
 
@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model as the config describes")
     _add_config_args(p)
     p.add_argument("--metrics-out", help="write the run summary JSON here")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="go on in RUN_DIR from its newest complete checkpoint (same config; train.epochs may be larger)",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("partition", help="build (or load) the chunk plan; print its statistics and volumes")

@@ -138,6 +138,11 @@ class TrainConfig:
         "a NaN/inf loss or gradient: stop the run naming the epoch and layer, or skip (drop) that epoch's update",
         choices=("stop", "skip"),
     )
+    checkpoint_every: int = opt(
+        0,
+        "write a checkpoint every k epochs to <run_dir>/checkpoints/epoch<E>/ (0: off); "
+        "gnnpipe train --resume RUN_DIR continues from the newest complete one",
+    )
 
 
 @dataclass(frozen=True)

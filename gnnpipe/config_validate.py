@@ -93,3 +93,5 @@ def validate(cfg: ExperimentConfig) -> None:
         _fail(cfg, "train.eval_every", t.eval_every, "an integer >= 1")
     if t.warmup_epochs < 0:
         _fail(cfg, "train.warmup_epochs", t.warmup_epochs, "an integer >= 0")
+    if t.checkpoint_every < 0:
+        _fail(cfg, "train.checkpoint_every", t.checkpoint_every, "an integer >= 0 (0: no checkpoints)")

@@ -105,7 +105,7 @@ class Engine(StageState):
             else None
         )
         num_train = int(g.train_mask.sum())
-        plan_digest = (plan.graph_hash, hashlib.sha256(plan.perm.numpy().tobytes()).hexdigest()[:16])
+        self.plan_digest = plan_digest = (plan.graph_hash, hashlib.sha256(plan.perm.numpy().tobytes()).hexdigest()[:16])
         del g, csr
         self.hist = History(
             self.layout.hist_rows, self.stage_model.dims.agg_widths[lo:hi], period=p.history_period,

@@ -13,6 +13,7 @@ import dataclasses
 import torch
 
 from gnnpipe.memory import MemoryProbe, tensor_bytes
+from gnnpipe.train.checkpoint import CheckpointError
 from gnnpipe.train.executor import Executor
 
 __all__ = ["StageState", "structure_bytes"]
@@ -54,6 +55,30 @@ class StageState(Executor):
         with torch.no_grad():
             for n, q in self.named_params.items():
                 q.copy_(state[n])
+
+    def checkpoint_state(self) -> dict:
+        """This stage's weights (by model name), Adam state and history ``Z`` (and ``H`` when separate).
+        The gradient buffers ``G`` live within an epoch only: empty between epochs."""
+        h = self.hist
+        assert all(g is None for g in h.G), "checkpoint inside an epoch"
+        return {
+            "weights": self.snapshot(),
+            "optimizer": self.optimizer.state_dict(),
+            "history_Z": list(h.Z),
+            "history_H": list(h.H) if h.separate else [],
+        }
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        h = self.hist
+        saved = [*state["history_Z"], *state["history_H"]]
+        mine = [*h.Z, *(h.H if h.separate else [])]
+        if set(state["weights"]) != set(self.named_params) or [t.shape for t in saved] != [t.shape for t in mine]:
+            raise CheckpointError("checkpoint shard does not hold this stage's weights and history shapes")
+        self.restore(state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        with torch.no_grad():
+            for dst, src in zip(mine, saved, strict=True):
+                dst.copy_(src)
 
     def memory_phase(self, name: str) -> None:
         self.probe.phase(name)

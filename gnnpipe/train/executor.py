@@ -84,6 +84,15 @@ class Executor:
     def restore(self, state: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
+    def checkpoint_state(self) -> dict:
+        """Everything of this worker that the next epoch depends on (weights, optimizer, history): a
+        checkpoint shard (``train/resume.py``). Dropout masks and chunk order are keyed by (seed, epoch): no
+        random state to save."""
+        raise NotImplementedError
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        raise NotImplementedError
+
     def comm_bytes_per_epoch(self) -> dict[str, int]:
         """``{layer, graph, weight}``: cluster-wide bytes of the last training epoch, measured by comm.py."""
         return {"layer": 0, "graph": 0, "weight": 0}
@@ -190,3 +199,10 @@ class SingleDeviceExecutor(WholeModelExecutor):
         stats = EpochStats(loss=float(loss.detach()), time=dt)
         stats.breakdown["compute"] = dt
         return stats
+
+    def checkpoint_state(self) -> dict:
+        return {"weights": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -28,6 +28,7 @@ from gnnpipe.partition.chunker import ChunkPlan, PlanSpec, get_or_build_plan
 from gnnpipe.partition.prepared import open_prepared, prepare, prepared_dir
 from gnnpipe.profile.volumes import volume_of
 from gnnpipe.train.executor import Executor, SingleDeviceExecutor
+from gnnpipe.train.resume import check_config, find_checkpoint
 from gnnpipe.train.trainer import RunSummary, check_output_file, timestamp, train
 from gnnpipe.user_errors import USER_ERRORS
 
@@ -255,18 +256,25 @@ def make_executor(cfg: ExperimentConfig) -> Executor:
         raise failure from e
 
 
-def run_training(cfg: ExperimentConfig, *, metrics_out: str | None = None) -> RunSummary:
-    """Check, set up, train, write the outputs. A worker of a group raises :class:`RunFailed` on any error."""
+def run_training(cfg: ExperimentConfig, *, metrics_out: str | None = None, resume: str | None = None) -> RunSummary:
+    """Check, set up, train, write the outputs. A worker of a group raises :class:`RunFailed` on any error.
+    ``resume``: a run directory to go on in, from its newest complete checkpoint (checked before joining)."""
     check_environment(cfg, metrics_out)
+    if resume is not None:
+        where, manifest = find_checkpoint(resume)
+        check_config(cfg, manifest, where)
     executor = make_executor(cfg)  # the graph is not kept: the executor holds what it needs
     comm: Comm | None = getattr(executor, "comm", None)
     phase, run_dir = ["setup (run directory)"], None
     try:
         rank = comm.rank if comm is not None else 0
-        name = make_run_dir(Path(cfg.log.dir), run_name(cfg)).name if rank == 0 else None
-        if comm is not None:
-            name = comm.all_gather_object(name)[0]  # one run directory for all ranks
-        run_dir = Path(cfg.log.dir) / name
+        if resume is not None:
+            run_dir = Path(resume)
+        else:
+            name = make_run_dir(Path(cfg.log.dir), run_name(cfg)).name if rank == 0 else None
+            if comm is not None:
+                name = comm.all_gather_object(name)[0]  # one run directory for all ranks
+            run_dir = Path(cfg.log.dir) / name
         summary = train(
             cfg,
             executor,
@@ -274,6 +282,7 @@ def run_training(cfg: ExperimentConfig, *, metrics_out: str | None = None) -> Ru
             run_dir=run_dir,
             log_file=run_dir / f"rank{rank}.log",
             on_phase=lambda name: phase.__setitem__(0, name),
+            resume=resume is not None,
         )
         phase[0] = "writing outputs"
         executor.write_artifacts(run_dir)

@@ -25,6 +25,7 @@ import torch
 from gnnpipe.config import ConfigError, ExperimentConfig, config_to_dict
 from gnnpipe.train.executor import BREAKDOWN_KEYS, EpochStats, Executor
 from gnnpipe.train.metrics import Accuracies
+from gnnpipe.train.resume import LoopState, load_run_checkpoint, save_run_checkpoint
 from gnnpipe.units import format_bytes
 
 __all__ = ["NonFiniteError", "RunSummary", "check_output_file", "train", "git_rev", "format_bytes"]
@@ -162,11 +163,13 @@ def train(
     print_fn: Callable[[str], None] = print,
     log_file: str | Path | None = None,
     on_phase: Callable[[str], None] | None = None,
+    resume: bool = False,
 ) -> RunSummary:
     """Train for ``cfg.train.epochs`` epochs; return (and on the logger, write) the run summary.
 
     The logging worker prints; every worker appends the same lines to its own ``log_file``. ``on_phase`` is
-    called with ``epoch 3 (train)``, ``epoch 3 (evaluate)``, ``summary``, ``writing outputs``.
+    called with ``epoch 3 (train)``, ``epoch 3 (evaluate)``, ``summary``, ``writing outputs``. ``resume``:
+    go on from the newest complete checkpoint in ``run_dir`` (``train/resume.py``).
     """
     log = executor.is_logger
     if log:
@@ -185,7 +188,11 @@ def train(
 
     guard = _NonFiniteGuard(executor, skip=cfg.train.on_nonfinite == "skip")
     try:
-        return _train(cfg, executor, metrics_out, run_dir, out, guard, on_phase or (lambda phase: None))
+        on_phase = on_phase or (lambda phase: None)
+        if resume:
+            on_phase("loading the checkpoint")
+        st = load_run_checkpoint(cfg, executor, run_dir) if resume else LoopState()
+        return _train(cfg, executor, metrics_out, run_dir, out, guard, on_phase, st)
     finally:
         guard.close()
         if fh is not None:
@@ -217,22 +224,19 @@ def _train(
     out: Callable[..., None],
     guard: _NonFiniteGuard,
     on_phase: Callable[[str], None],
+    st: LoopState,
 ) -> RunSummary:
     t = cfg.train
     log = executor.is_logger
     progress = _Progress(t.epochs, cfg.log.progress and log)
-    stats: list[EpochStats] = []
-    evals: list[dict] = []
-    best_val, best_epoch, best_test, best_state = -math.inf, -1, float("nan"), None
-    rows = []
-    skipped = 0  # non-finite epochs in a row (train.on_nonfinite=skip)
-    for epoch in range(t.epochs):
+    stats, evals, rows = st.stats, st.evals, st.rows
+    for epoch in range(st.start, t.epochs):
         on_phase(f"epoch {epoch} (train)")
         guard.bad = None
         s = executor.train_epoch(epoch)
         stats.append(s)
-        bad = _check_finite(cfg, epoch, s.loss, guard, skipped)
-        skipped = skipped + 1 if bad else 0
+        bad = _check_finite(cfg, epoch, s.loss, guard, st.skipped)
+        st.skipped = st.skipped + 1 if bad else 0
         if bad:
             kept = "update dropped" if guard.bad else "gradients finite, update kept"
             out(f"Epoch {epoch:05d} | {bad}: {kept} (train.on_nonfinite=skip)")
@@ -241,9 +245,9 @@ def _train(
             on_phase(f"epoch {epoch} (evaluate)")
             acc = executor.evaluate()
             evals.append({"epoch": epoch, "train": acc.train, "val": acc.val, "test": acc.test})
-            if acc.val > best_val:
-                best_val, best_epoch, best_test = acc.val, epoch, acc.test
-                best_state = executor.snapshot()
+            if acc.val > st.best_val:
+                st.best_val, st.best_epoch, st.best_test = acc.val, epoch, acc.test
+                st.best_state = executor.snapshot()
         rows.append(
             {
                 "epoch": epoch,
@@ -259,8 +263,11 @@ def _train(
         else:
             progress.clear()
             out(_epoch_line(epoch, s, acc))
-    if best_state is not None:
-        executor.restore(best_state)  # leave the executor holding the best-valid weights
+        if t.checkpoint_every and (epoch + 1) % t.checkpoint_every == 0 and run_dir is not None:
+            on_phase(f"epoch {epoch} (checkpoint)")
+            save_run_checkpoint(cfg, executor, run_dir, epoch, st)
+    if st.best_state is not None:
+        executor.restore(st.best_state)  # leave the executor holding the best-valid weights
 
     on_phase("summary")
     timed = stats[t.warmup_epochs :] if len(stats) > t.warmup_epochs else stats
@@ -270,9 +277,9 @@ def _train(
     memory = executor.gather(executor.memory_report())
     comm = executor.comm_bytes_per_epoch()
     summary = RunSummary(
-        test_acc=best_test,
-        best_val_acc=best_val,
-        best_epoch=best_epoch,
+        test_acc=st.best_test,
+        best_val_acc=st.best_val,
+        best_epoch=st.best_epoch,
         epoch_time_s=epoch_time,
         comm_bytes_per_epoch=comm,
         comm_bytes_per_epoch_analytic=dict(executor.analytic_bytes),
