@@ -189,7 +189,10 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import gnnpipe
+
     parser = argparse.ArgumentParser(prog="gnnpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"gnnpipe {gnnpipe.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model as the config describes")

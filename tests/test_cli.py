@@ -158,3 +158,11 @@ def test_schedule_of_a_hybrid_has_halo_and_allreduce(capsys):
     assert "halo0" in out and "halo_b0" in out and "recompute" in out and "allreduce" in out and "eval:" in out
     assert main(["schedule", "--config", "experiments/configs/default.yaml", "--epoch", "999"]) == 2
     assert "--epoch 999" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    import gnnpipe
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"gnnpipe {gnnpipe.__version__}"
