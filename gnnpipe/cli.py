@@ -266,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         code = exit_code_of(e)  # 2; 17 for a transfer or group that failed (a peer's problem, not input)
         liveness.report_end(" ".join(str(e).splitlines()), code, root=True)
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # exit now: an interrupt can land anywhere, and teardown must not wait on it
         liveness.report_end("interrupted (SIGINT)", 130, root=True)
-        return 130
+        liveness.hard_exit(130)
     except (OSError, MemoryError) as e:  # the machine, not the input and not a bug: no traceback
         liveness.report_end(f"{type(e).__name__}: {e}", 1, root=True)
         return 1
