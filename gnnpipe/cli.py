@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import sys
 import time
 
@@ -257,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     liveness.LINE_PREFIX = f"gnnpipe {args.command}: error: "
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started as a background job (SIGINT inherited as
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored): a run must still stop on SIGINT
     try:
         return int(args.func(args) or 0)
     except RunFailed as e:
