@@ -168,22 +168,33 @@ class ChunkSteps:
                 rec.h = self.m.layers[k].post(m, lr.r, rec.h0, rec.ctx)
                 rec.layers[k] = LayerRecord(h_in=lr.h_in)  # nothing else is kept
                 return
-            lr.m = m.requires_grad_()
-            lr.r_leaf = lr.r.detach().requires_grad_() if lr.r is not None else None
-            lr.out = self.m.layers[k].post(lr.m, lr.r_leaf, rec.h0, rec.ctx)
-            lr.zd = None
-            release(lr.z, lr.h_in, rec.h0)
-            release(lr.m)
-            release(lr.r, lr.h_in)
-        rec.h = lr.out
+            rec.h = self._post_with_grad(k, lr, m, rec)
+
+    def _post_with_grad(self, k: int, lr: LayerRecord, m: torch.Tensor, rec: ChunkRecord) -> torch.Tensor:
+        """``h' = post(m, r, h0)`` with ``m`` and ``r`` as leaves (the layer's explicit backward starts from their
+        gradients); then the storage of ``z``, ``m`` and ``r``, which autograd does not keep, is released."""
+        lr.m = m.requires_grad_()
+        lr.r_leaf = lr.r.detach().requires_grad_() if lr.r is not None else None
+        lr.out = self.m.layers[k].post(lr.m, lr.r_leaf, rec.h0, rec.ctx)
+        lr.zd = None
+        release(lr.z, lr.h_in, rec.h0)
+        release(lr.m)
+        release(lr.r, lr.h_in)
+        return lr.out
+
+    def _head_loss(self, rec: ChunkRecord, h: torch.Tensor) -> None:
+        """The chunk's loss from its last layer's output ``h`` (``head_in`` is the leaf its backward starts at)."""
+        u = rec.unit
+        rec.head_in = h.detach().requires_grad_()
+        y = self.y[u.own]
+        rec.loss = chunk_loss(self.m.head(rec.head_in, rec.ctx)[u.train], y[u.train], self.num_train)
 
     def loss(self, rec: ChunkRecord, a: Action) -> None:
-        u = rec.unit
-        with self.clock.phase("compute", f"F c{u.index} head+loss"), torch.set_grad_enabled(not self.recompute):
-            rec.head_in = rec.h.detach().requires_grad_()
-            logits = self.m.head(rec.head_in, rec.ctx)
-            y = self.y[u.own]
-            rec.loss = chunk_loss(logits[u.train], y[u.train], self.num_train)
+        with (
+            self.clock.phase("compute", f"F c{rec.unit.index} head+loss"),
+            torch.set_grad_enabled(not self.recompute),
+        ):
+            self._head_loss(rec, rec.h)
         if self.recompute:
             rec.head_in = None
 
@@ -217,18 +228,12 @@ class ChunkSteps:
             for k, layer in enumerate(self.m.layers):
                 h_in = h if k == 0 else h.detach().requires_grad_()
                 z, r = layer.pre(h_in, rec.ctx)
-                lr = LayerRecord(h_in=h_in, z=z, r=r, m=rec.m_saved[k].requires_grad_())
-                lr.r_leaf = r.detach().requires_grad_() if r is not None else None
-                lr.out = h = layer.post(lr.m, lr.r_leaf, rec.h0, rec.ctx)
-                release(z, h_in, rec.h0)
-                release(r, h_in)
-                release(lr.m)  # as in the forward: post does not keep m, so the rebuild frees it layer by layer
+                lr = LayerRecord(h_in=h_in, z=z, r=r)
+                h = self._post_with_grad(k, lr, rec.m_saved[k], rec)  # frees each saved m as it is used
                 rec.layers.append(lr)
             rec.m_saved = []
             if self.last:
-                rec.head_in = h.detach().requires_grad_()
-                y = self.y[u.own]
-                rec.loss = chunk_loss(self.m.head(rec.head_in, rec.ctx)[u.train], y[u.train], self.num_train)
+                self._head_loss(rec, h)
 
     def loss_b(self, rec: ChunkRecord, a: Action) -> None:
         with self.clock.phase("compute", f"B c{rec.unit.index} head+loss"):
