@@ -100,6 +100,19 @@ class MemoryProbe:
         """Largest phase peak so far (growth over the baseline)."""
         return max((r["peak_growth"] for r in self.phases.values()), default=0)
 
+    def overall_peak(self) -> int:
+        """Peak resident memory since the probe started: the largest closed phase or the open one."""
+        return self.baseline + max(self.peak_growth(), peak_bytes(self.device) - self.baseline)
+
+    def report(self) -> dict[str, int]:
+        """``baseline_rss`` (resident size when the probe started, after imports) and every closed phase's
+        ``peak_growth_<phase>`` and ``end_growth_<phase>``: the run summary's memory section."""
+        out = {"baseline_rss": self.baseline}
+        for name, rec in self.phases.items():
+            out[f"peak_growth_{name}"] = rec["peak_growth"]
+            out[f"end_growth_{name}"] = rec["end_growth"]
+        return out
+
 
 class SavedTensors:
     """Bytes autograd saves for backward while active (``with counter:``), one count per storage.

@@ -19,7 +19,7 @@ import torch
 
 from gnnpipe.config import ExperimentConfig
 from gnnpipe.data.graph import Graph
-from gnnpipe.memory import MemoryProbe, SavedTensors, peak_bytes
+from gnnpipe.memory import MemoryProbe, SavedTensors
 from gnnpipe.models.deep import build_model
 from gnnpipe.models.ops import RowCtx
 from gnnpipe.parallel.comm import TRAIN_KINDS, Comm
@@ -248,8 +248,7 @@ class Engine(StageState):
 
     def peak_memory(self) -> list[int]:
         """Every worker's peak resident memory since its probe started (the largest phase peak)."""
-        mine = self.probe.baseline + max(self.probe.peak_growth(), peak_bytes(self.device) - self.probe.baseline)
-        return [int(v) for v in self.comm.all_gather_object(mine)]
+        return [int(v) for v in self.comm.all_gather_object(self.probe.overall_peak())]
 
     def gather(self, obj: object) -> list:
         return self.comm.all_gather_object(obj)

@@ -99,8 +99,4 @@ class StageState(Executor):
         }
         if self.saved_bytes is not None:
             out.update(self.saved_bytes)
-        out["baseline_rss"] = self.probe.baseline  # resident size when the probe started (after imports)
-        for phase, rec in self.probe.phases.items():
-            out[f"peak_growth_{phase}"] = rec["peak_growth"]
-            out[f"end_growth_{phase}"] = rec["end_growth"]
-        return out
+        return {**out, **self.probe.report()}

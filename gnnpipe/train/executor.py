@@ -104,10 +104,7 @@ class Executor:
     def memory_report(self) -> dict[str, int]:
         """Where this worker's memory goes, by kind, and the measured peak growth of each phase."""
         out = dict(self.saved_bytes or {})
-        if self.probe is not None:
-            out["baseline_rss"] = self.probe.baseline
-            out.update({f"peak_growth_{name}": rec["peak_growth"] for name, rec in self.probe.phases.items()})
-        return out
+        return {**out, **self.probe.report()} if self.probe is not None else out
 
     def gather(self, obj: object) -> list:
         """``obj`` of every worker, in rank order (small Python objects)."""
@@ -152,7 +149,7 @@ class WholeModelExecutor(Executor):
     def peak_memory(self) -> list[int]:
         if self.probe is None:
             return [peak_bytes(self.device)]
-        return [self.probe.baseline + max(self.probe.peak_growth(), peak_bytes(self.device) - self.probe.baseline)]
+        return [self.probe.overall_peak()]
 
 
 class SingleDeviceExecutor(WholeModelExecutor):
