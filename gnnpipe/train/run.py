@@ -203,10 +203,10 @@ def prepare_checked(cfg: ExperimentConfig) -> Path:
     return prepare(cfg, cache_dir(), graph)
 
 
-def _open_checked(cfg: ExperimentConfig) -> tuple[Graph, ChunkPlan]:
-    """The prepared graph and plan, checked again (cheap: labels and splits only; the cache may have been
-    written by something else than a training run)."""
-    graph, plan = open_prepared(prepared_dir(cfg, cache_dir()))
+def _open_checked(cfg: ExperimentConfig, path: Path) -> tuple[Graph, ChunkPlan]:
+    """The prepared graph and plan at ``path``, checked again (cheap: labels and splits only; the cache may have
+    been written by something else than a training run)."""
+    graph, plan = open_prepared(path)
     check_trainable(graph, _dataset_where(cfg), chunks=cfg.parallel.chunks, old_ids=plan.inv_perm, features=False)
     return graph, plan
 
@@ -215,10 +215,9 @@ def shared_prepared(cfg: ExperimentConfig, comm) -> tuple[Graph, ChunkPlan]:
     """The prepared (permuted, memory-mapped) graph and plan on every worker: the first worker of each host
     prepares them if its cache has none, the others wait, then every worker of a host maps the same files
     (one copy per host). The engine checks at setup that every worker got the same plan."""
-    if comm.local_rank == 0:
-        prepare_checked(cfg)
+    path = prepare_checked(cfg) if comm.local_rank == 0 else prepared_dir(cfg, cache_dir())
     comm.all_gather_object(None)  # barrier: the prepared directory exists
-    return _open_checked(cfg)
+    return _open_checked(cfg, path)
 
 
 def make_executor(cfg: ExperimentConfig) -> Executor:
@@ -234,8 +233,7 @@ def make_executor(cfg: ExperimentConfig) -> Executor:
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch.optim's one-time lazy imports (~70 MB) happen
     probe = MemoryProbe(cfg.train.device)  # before measuring: they are library start-up, not this run's memory
     if (p.ways, p.stages, p.chunks) == (1, 1, 1) and "WORLD_SIZE" not in os.environ:
-        prepare_checked(cfg)
-        graph, _ = _open_checked(cfg)
+        graph, _ = _open_checked(cfg, prepare_checked(cfg))
         probe.phase("load")
         ex = SingleDeviceExecutor(cfg, graph)
         ex.probe = probe
