@@ -110,6 +110,13 @@ class ParallelConfig:
         "result, recompute the rest during backward (less memory, ~1 extra forward without aggregation)",
     )
     timeout_s: float = opt(120.0, "seconds any transfer may wait before the run fails")
+    compress: str = opt(
+        "none",
+        "training traffic between workers (stage-to-stage rows, h0 and their gradients; halo rows and gradient "
+        "rows): none, bf16/fp16 casts, or int8 with a bfloat16 scale per row and seeded stochastic rounding; "
+        "evaluation stays exact",
+        choices=("none", "bf16", "fp16", "int8"),
+    )
     backend: str = opt(
         "auto",
         "torch.distributed backend: auto (nccl on cuda, gloo on cpu), nccl, or gloo (on cuda: transfers staged "

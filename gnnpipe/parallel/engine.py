@@ -112,7 +112,7 @@ class Engine(StageState):
             momentum=p.history_momentum, dtype=self.dtype, device=self.device, grad_rows=self.layout.grad_rows,
         )  # fmt: skip
         self.clock = Clock(comm.rank)
-        self.tx = Transfers(comm, self.clock, self.dtype)
+        self.tx = Transfers(comm, self.clock, self.dtype, compress=p.compress, seed=cfg.train.seed)
         self.steps = ChunkSteps(
             self.stage_model, self.hist, self.tx, self.clock, x=x, y=y, num_train=num_train,
             scale=p.cross_chunk_grad_scale, recompute=p.recompute,
@@ -147,6 +147,7 @@ class Engine(StageState):
         t_start = time.perf_counter()
         before = self.comm.sent_by_kind()
         self.clock.reset()
+        self.tx.begin_epoch(epoch)
         tracing = self._trace_epochs > 0 and epoch >= self.cfg.train.warmup_epochs
         self.clock.tracer.enabled = tracing
         self._trace_epochs -= int(tracing)

@@ -4,6 +4,11 @@ Every transfer goes through :class:`~gnnpipe.parallel.comm.Comm` (which counts t
 what an engine needs around it: which rank a (way, stage) is, receive buffers of the right shapes, timing
 into the epoch breakdown and the trace, and non-blocking sends that are retired as soon as the next send
 goes out, so at most one send per direction holds its buffer alive.
+
+``parallel.compress`` (``parallel/codec.py``) is applied here and nowhere else: :meth:`Transfers._encode` is
+the one place a training message (kind ``layer`` or ``graph``) is compressed before ``comm.py`` sends and
+counts it, :meth:`Transfers._decode` the one place a received one is expanded. Evaluation (kind ``eval``) is
+never compressed: it is exact.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from contextlib import contextmanager
 
 import torch
 
+from gnnpipe.parallel import codec
 from gnnpipe.parallel.comm import Comm
 from gnnpipe.parallel.layout import Layout, Unit
 from gnnpipe.profile.trace import Tracer
 from gnnpipe.train.executor import BREAKDOWN_KEYS
 
-__all__ = ["Clock", "Transfers"]
+__all__ = ["Clock", "Transfers", "COMPRESSED_KINDS"]
+
+COMPRESSED_KINDS = ("layer", "graph")  # training traffic; eval stays exact
 
 
 class Clock:
@@ -42,13 +50,41 @@ class Clock:
 class Transfers:
     """Stage and halo transfers of worker (way, stage)."""
 
-    def __init__(self, comm: Comm, clock: Clock, dtype: torch.dtype):
+    def __init__(self, comm: Comm, clock: Clock, dtype: torch.dtype, *, compress: str = "none", seed: int = 0):
         self.comm, self.clock, self.dtype = comm, clock, dtype
+        self.compress, self.seed = compress, seed
+        self.epoch, self._messages = 0, 0  # int8's rounding noise is keyed by (seed, epoch, rank, message)
         self.dims = comm.dims
         self.way, self.stage = comm.way, comm.stage
         self._pending: dict[int, list] = {}  # peer -> works of the last non-blocking send to it
         self._pending_bytes: dict[int, int] = {}
         self.max_in_flight = 0  # largest bytes of send + receive buffers alive at once (memory report)
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Restart the message counter: an epoch's int8 rounding depends only on (seed, epoch, rank, message)."""
+        self.epoch, self._messages = epoch, 0
+
+    def _codec(self, kind: str) -> str:
+        return self.compress if kind in COMPRESSED_KINDS else "none"
+
+    def _encode(self, t: torch.Tensor, kind: str) -> torch.Tensor:
+        """The one place a message is compressed: ``t: [R, d]`` -> what comm.py sends (and counts)."""
+        how = self._codec(kind)
+        if how == "none":
+            return t.contiguous()
+        gen = None
+        if how == "int8":
+            gen = torch.Generator(device=t.device)
+            gen.manual_seed(codec.message_seed(self.seed, self.epoch, self.comm.rank, self._messages))
+            self._messages += 1
+        return codec.encode(t.contiguous(), how, gen)
+
+    def _decode(self, wire: torch.Tensor, shape: tuple[int, int], kind: str) -> torch.Tensor:
+        """The one place a received message is expanded back to ``[R, d]`` of the model's dtype."""
+        return codec.decode(wire, shape, self._codec(kind), self.dtype)
+
+    def _wire(self, shape: tuple[int, int], kind: str) -> torch.Tensor:
+        return codec.wire_buffer(shape, self._codec(kind), self.dtype, self.comm.device)
 
     def _in_flight(self, extra: int) -> None:
         self.max_in_flight = max(self.max_in_flight, sum(self._pending_bytes.values()) + extra)
@@ -58,11 +94,10 @@ class Transfers:
         peer = self.dims.rank(self.way, to_stage)
         with self.clock.phase("comm_layer", f"send {what} -> stage {to_stage}"):
             self.comm.wait_all(self._pending.pop(peer, []))
-            self._pending_bytes[peer] = sum(t.numel() * t.element_size() for t in tensors)
+            wires = [self._encode(t, kind) for t in tensors]
+            self._pending_bytes[peer] = sum(t.numel() * t.element_size() for t in wires)
             self._in_flight(0)
-            self._pending[peer] = self.comm.exchange(
-                {peer: [t.contiguous() for t in tensors]}, {}, kind=kind, layer=layer, wait=False
-            )
+            self._pending[peer] = self.comm.exchange({peer: wires}, {}, kind=kind, layer=layer, wait=False)
 
     def recv_stage(
         self, from_stage: int, shapes: list[tuple[int, int]], what: str, *, kind: str, layer: int, bubble: bool = False
@@ -70,11 +105,11 @@ class Transfers:
         """Rows of the given shapes from the same way's ``from_stage``. Waiting for the first chunk of a phase
         is the pipeline's fill bubble (the neighbour is still computing), so it is booked as ``bubble``."""
         peer = self.dims.rank(self.way, from_stage)
-        bufs = [torch.empty(a, b, dtype=self.dtype, device=self.comm.device) for a, b in shapes]
-        self._in_flight(sum(a * b for a, b in shapes) * bufs[0].element_size())
+        bufs = [self._wire(shape, kind) for shape in shapes]
+        self._in_flight(sum(b.numel() * b.element_size() for b in bufs))
         with self.clock.phase("bubble" if bubble else "comm_layer", f"recv {what} <- stage {from_stage}"):
             self.comm.exchange({}, {peer: bufs}, kind=kind, layer=layer)
-        return bufs
+        return [self._decode(b, shape, kind) for b, shape in zip(bufs, shapes, strict=True)]
 
     def finish_sends(self) -> None:
         with self.clock.phase("comm_layer", "wait sends"):
@@ -90,7 +125,7 @@ class Transfers:
         return what each of them sent for its unit of the same index, by peer way."""
         if self.dims.ways == 1:
             return {}
-        sends, recvs = {}, {}
+        sends, recvs, shapes = {}, {}, {}
         width = rows.shape[1]
         for w2 in range(self.dims.ways):
             if w2 == self.way:
@@ -99,8 +134,9 @@ class Transfers:
             rem = lay.remotes[(w2, unit.index)]
             n = (rem.fwd_ids if forward else rem.bwd_ids).numel()
             peer = self.dims.rank(w2, self.stage)
-            sends[peer] = rows[idx].contiguous()
-            recvs[peer] = torch.empty(n, width, dtype=rows.dtype, device=rows.device)
+            shapes[w2] = (peer, n)
+            sends[peer] = self._encode(rows[idx], kind)
+            recvs[peer] = self._wire((n, width), kind)
         with self.clock.phase("comm_graph", f"graph {'fwd' if forward else 'bwd'} L{layer}"):
             self.comm.exchange(sends, recvs, kind=kind, layer=layer)
-        return {w2: recvs[self.dims.rank(w2, self.stage)] for w2 in range(self.dims.ways) if w2 != self.way}
+        return {w2: self._decode(recvs[peer], (rem_n, width), kind) for w2, (peer, rem_n) in shapes.items()}

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from gnnpipe.data.graph import Graph
+from gnnpipe.parallel.codec import row_bytes
 from gnnpipe.partition.chunker import ChunkPlan
 from gnnpipe.units import format_bytes
 
@@ -138,6 +139,7 @@ def analytic_volume(
     h0_width: int,
     stage_weight_numels: list[int],
     bytes_per_elem: int = 4,
+    compress: str = "none",
 ) -> CommVolume:
     """Per-epoch communication of one training epoch on ``plan`` with S = len(stage_layers) stages.
 
@@ -153,6 +155,10 @@ def analytic_volume(
              ``halo_bwd`` (pull style, as the authors' system; `graph_pairs_bwd`). On symmetric graphs the two
              counts are equal and this is DESIGN §4's ``pairs * width * 2``.
     weight = sum_s 2 (W-1) stage_weight_numels[s] bytes (ring all-reduce over the W ways, cluster-wide).
+
+    compress (``parallel.compress``): layer and graph rows of width d take ``codec.row_bytes(d, bytes,
+    compress)`` bytes (d * bytes; 2 d for bf16/fp16; d + 2 for int8: payload and the row's bfloat16 scale);
+    h0 is a row block of its own (its own scales). Weights are never compressed.
     """
     S, L = len(stage_layers), sum(stage_layers)
     if S < 1 or any(n < 1 for n in stage_layers):
@@ -167,9 +173,13 @@ def analytic_volume(
     for count in stage_layers[:-1]:
         acc += count
         ends.append(acc - 1)  # index of the last layer before boundary
-    layer = sum(2 * n * (boundary_widths[e] + h0_width) * b for e in ends)
+
+    def row(width: int) -> int:
+        return row_bytes(width, b, compress) if width else 0
+
+    layer = sum(2 * n * (row(boundary_widths[e]) + row(h0_width)) for e in ends)
     fwd, bwd = graph_pairs(plan), graph_pairs_bwd(plan)
-    graph = sum(width * b * (fwd + (bwd if grad else 0)) for width, grad in zip(agg_widths, agg_grad, strict=True))
+    graph = sum(row(width) * (fwd + (bwd if grad else 0)) for width, grad in zip(agg_widths, agg_grad, strict=True))
     weight = sum(2 * (w - 1) * numel * b for numel in stage_weight_numels)
     return CommVolume(layer=layer, graph=graph, weight=weight)
 

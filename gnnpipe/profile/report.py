@@ -1,4 +1,7 @@
-"""``gnnpipe profile``: per-epoch communication by strategy and kind, analytic and measured side by side."""
+"""``gnnpipe profile``: per-epoch communication by strategy and kind, analytic and measured side by side.
+
+Volumes are those of the configured ``parallel.compress`` (``parallel.compress=int8`` as an override shows
+the compressed traffic; DESIGN §4)."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ def profile(cfg: ExperimentConfig, graph: Graph, *, workers: int, measure_epochs
             "ways": s.ways,
             "stages": s.stages,
             "chunks": s.chunks,
+            "compress": scfg.parallel.compress,
             "analytic": {"layer": vol.layer, "graph": vol.graph, "weight": vol.weight},
         }
         if measure_epochs:
@@ -46,7 +50,11 @@ def _total(d: dict) -> int:
 
 def profile_table(rows: list[dict]) -> str:
     base = _total(rows[0]["analytic"]) or 1
-    lines = ["Per-epoch communication, cluster-wide (training only; analytic | measured by comm.py)"]
+    how = rows[0].get("compress", "none")
+    lines = [
+        f"Per-epoch communication, cluster-wide (training only; parallel.compress={how}; analytic | measured by "
+        "comm.py)"
+    ]
     head = f"{'strategy':<11}{'W x S, C':<12}" + "".join(f"{k:>28}" for k in (*KINDS, "total")) + f"{'ratio':>9}"
     lines.append(head)
     for r in rows:

@@ -66,7 +66,8 @@ def with_degrees(cfg: ExperimentConfig, s: Strategy) -> ExperimentConfig:
 
 
 def volume_of(cfg: ExperimentConfig, graph: Graph, plan: ChunkPlan, model: DeepGNN | None = None) -> CommVolume:
-    """Analytic bytes per training epoch of ``cfg``'s degrees on ``plan`` (float width from train.dtype)."""
+    """Analytic bytes per training epoch of ``cfg``'s degrees on ``plan`` (float width from train.dtype, row
+    bytes from parallel.compress)."""
     if model is None:
         model = build_model(cfg.model, graph.num_features, graph.num_classes, seed=cfg.train.seed)
     counts = list(ParallelDims.from_config(cfg).layer_counts)
@@ -82,4 +83,5 @@ def volume_of(cfg: ExperimentConfig, graph: Graph, plan: ChunkPlan, model: DeepG
         h0_width=d.h0_width,
         stage_weight_numels=numels,
         bytes_per_elem=itemsize,
+        compress=cfg.parallel.compress,
     )
