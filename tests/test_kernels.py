@@ -93,6 +93,23 @@ def test_forward_and_transpose_match_dense(backend, name, d):
 
 
 @pytest.mark.parametrize("name", list(OPERATORS))
+@pytest.mark.parametrize("prepared", [False, True])
+def test_transpose_row_block_matches_dense(backend, name, prepared):
+    """``t_matmul_rows(g, lo, hi)`` is rows [lo, hi) of ``A^T g``, for every block (incl. empty and whole)."""
+    op = OPERATORS[name]()
+    a = _dense(op)
+    if prepared:
+        op.prepare(torch.float64, torch.device("cpu"))
+    K = op.shape[1]
+    y = torch.randn(op.shape[0], 7, generator=torch.Generator().manual_seed(K), dtype=torch.float64)
+    full = a.t() @ y
+    for lo, hi in ((0, K), (0, 1), (K // 3, 2 * K // 3), (K - 1, K), (K // 2, K // 2)):
+        got = op.t_matmul_rows(y, lo, hi)
+        assert got.shape == (hi - lo, 7)
+        torch.testing.assert_close(got, full[lo:hi], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
 def test_gradcheck_float64(backend, name):
     op = OPERATORS[name]()
     z = torch.randn(op.shape[1], 3, dtype=torch.float64, requires_grad=True)

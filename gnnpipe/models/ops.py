@@ -207,6 +207,22 @@ class SparseOp:
         """``A^T @ g`` (``g: [R, d]`` -> ``[K, d]``): the aggregation backward."""
         return self._apply(g, transpose=True)
 
+    def t_matmul_rows(self, g: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Rows ``[lo, hi)`` of ``A^T @ g`` (``g: [R, d]`` -> ``[hi - lo, d]``), the others not computed; no
+        autograd (the explicit backward's gradient for one block of columns of ``A``)."""
+        assert g.shape[0] == self.shape[0], f"gradient has {g.shape[0]} rows, A^T expects {self.shape[0]}"
+        rows = hi - lo
+        if self.nnz == 0 or rows <= 0:
+            return g.new_zeros(max(rows, 0), g.shape[1])
+        native = self._native_for(g)
+        if native is not None:  # the kernel reads rows through indptr alone: a view of A^T's rows suffices
+            indptr, indices, values = self.native_arrays(g.dtype)[1]
+            return native.spmm(indptr[lo : hi + 1], indices, values, g.contiguous(), rows)
+        at = self.matrices(g.dtype, g.device)[1]
+        crow, col, val = at.crow_indices(), at.col_indices(), at.values()
+        s, e = int(crow[lo]), int(crow[hi])
+        return torch.sparse.mm(_csr(crow[lo : hi + 1] - s, col[s:e], val[s:e], (rows, self.shape[0])), g.contiguous())
+
 
 def _key_seed(*key: int) -> int:
     """The seed of :func:`keyed_generator` for ``key`` (FNV-style hash, in [0, 2^63))."""

@@ -24,7 +24,7 @@ from gnnpipe.models.deep import build_model
 from gnnpipe.models.ops import RowCtx
 from gnnpipe.parallel.comm import TRAIN_KINDS, Comm
 from gnnpipe.parallel.evaluate import Evaluator
-from gnnpipe.parallel.history import History
+from gnnpipe.parallel.history import GradInbox, History
 from gnnpipe.parallel.layout import Layout, build_layout, chunk_groups, exact_groups, prepare_operators
 from gnnpipe.parallel.schedule import BACKWARD_OPS, Action, Op, position_order, worker_schedule
 from gnnpipe.parallel.state import StageState
@@ -109,12 +109,13 @@ class Engine(StageState):
         del g, csr
         self.hist = History(
             self.layout.hist_rows, self.stage_model.dims.agg_widths[lo:hi], period=p.history_period,
-            momentum=p.history_momentum, dtype=self.dtype, device=self.device, grad_rows=self.layout.grad_rows,
+            momentum=p.history_momentum, dtype=self.dtype, device=self.device, grad_rows=0,
         )  # fmt: skip
+        self.inbox = GradInbox()
         self.clock = Clock(comm.rank)
         self.tx = Transfers(comm, self.clock, self.dtype, compress=p.compress, seed=cfg.train.seed)
         self.steps = ChunkSteps(
-            self.stage_model, self.hist, self.tx, self.clock, x=x, y=y, num_train=num_train,
+            self.stage_model, self.hist, self.inbox, self.tx, self.clock, x=x, y=y, num_train=num_train,
             scale=p.cross_chunk_grad_scale, recompute=p.recompute,
         )  # fmt: skip
         self.evaluator = Evaluator(self.stage_model, self.tx, self.layout, x=x, y=y, masks=self.masks)
@@ -167,6 +168,7 @@ class Engine(StageState):
             self._run(actions, recs, lay, pos_of, epoch, saved)
         assert not recs, f"chunks left unfinished: {sorted(recs)}"
         self.hist.end_epoch(epoch)
+        self.inbox.end_epoch()
         after = self.comm.sent_by_kind()
         self.epoch_bytes = {k: after[k] - before[k] for k in TRAIN_KINDS}
         return EpochStats(loss=float(self._loss_sum), time=time.perf_counter() - t_start, breakdown=dict(self.clock.t))

@@ -1,4 +1,4 @@
-"""Historical embeddings and cross-chunk gradient buffers of one stage (DESIGN §3).
+"""Historical embeddings and cross-chunk gradient of one stage (DESIGN §3, §7).
 
 Per layer ``l`` the stage keeps full-graph buffers ``[N, d_l]``:
 - ``Z[l]``: the latest aggregation inputs this worker has seen (own rows when computed, other ways' halo
@@ -6,26 +6,42 @@ Per layer ``l`` the stage keeps full-graph buffers ``[N, d_l]``:
 - ``H[l]``: what *historical* reads return. With ``history_period == 1`` and no momentum this is ``Z[l]``
   itself (a row not yet recomputed this epoch still holds last epoch's value: no copy needed). Otherwise it
   is a separate snapshot refreshed every ``period`` epochs as ``H = m H + (1 - m) Z`` (momentum ``m``).
-- ``G[l]``: gradient sent along fresh reads into rows whose own backward has not run yet; allocated at the
-  first gradient of an epoch and freed at its end, so it costs memory only during the backward.
+- ``G[l]``: a dense gradient buffer for fresh reads (:meth:`History.add_grad`, :meth:`History.grad_of`), used
+  by the single-process reference, which holds every row anyway.
 
-Verbs, as pyg_autoscale's ``History``: :meth:`push` stores rows, :meth:`pull` reads rows; for the gradient
-buffer :meth:`add_grad` accumulates and :meth:`grad_of` reads what has arrived for some rows.
+The engine does not hold ``G``: a :class:`GradInbox` keeps each reading chunk's aggregation gradient until
+the chunks it read have pulled their share (so that memory grows during the backward exactly as the saved
+activations shrink), plus the parcels other ways sent for chunks whose backward has not run yet.
+
+Verbs, as pyg_autoscale's ``History``: :meth:`History.push` stores rows, :meth:`History.pull` reads rows.
+``dtype`` (``parallel.history_dtype``) may be narrower than the compute dtype: rows are cast on push and on
+pull.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["History"]
+__all__ = ["GradInbox", "History"]
 
 
 class History:
     def __init__(
-        self, num_nodes: int, widths: list[int], *, period: int, momentum: float, dtype, device, grad_rows=None
+        self,
+        num_nodes: int,
+        widths: list[int],
+        *,
+        period: int,
+        momentum: float,
+        dtype,
+        device,
+        grad_rows=None,
+        compute_dtype=None,
     ):
-        """``num_nodes`` rows of history, ``grad_rows`` (default the same) of gradient buffer, per layer."""
+        """``num_nodes`` rows of history (stored in ``dtype``, pulled as ``compute_dtype``, default the same) and
+        ``grad_rows`` (default the same) of gradient buffer, per layer."""
         self.period, self.momentum = period, momentum
+        self.compute_dtype = dtype if compute_dtype is None else compute_dtype
         self.widths = list(widths)
         self.grad_rows = num_nodes if grad_rows is None else grad_rows
         self.Z = [torch.zeros(num_nodes, d, dtype=dtype, device=device) for d in widths]
@@ -41,8 +57,8 @@ class History:
     def pull(self, layer: int, rows: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
         """Rows for an aggregation: the latest ``Z`` where ``fresh`` else the historical ``H``. [len(rows), d]."""
         if not self.separate:
-            return self.Z[layer][rows]
-        return torch.where(fresh[:, None], self.Z[layer][rows], self.H[layer][rows])
+            return self.Z[layer][rows].to(self.compute_dtype)
+        return torch.where(fresh[:, None], self.Z[layer][rows], self.H[layer][rows]).to(self.compute_dtype)
 
     def add_grad(self, layer: int, rows: torch.Tensor, grad: torch.Tensor) -> None:
         """Accumulate gradient for ``rows`` (their chunk's backward adds it to its own)."""
@@ -50,7 +66,7 @@ class History:
             return
         if self.G[layer] is None:
             z = self.Z[layer]
-            self.G[layer] = torch.zeros(self.grad_rows, z.shape[1], dtype=z.dtype, device=z.device)
+            self.G[layer] = torch.zeros(self.grad_rows, z.shape[1], dtype=self.compute_dtype, device=z.device)
             held = sum(g.numel() * g.element_size() for g in self.G if g is not None)
             self.grad_bytes_max = max(self.grad_bytes_max, held)
         self.G[layer].index_add_(0, rows, grad)
@@ -67,7 +83,59 @@ class History:
                 H.mul_(self.momentum).add_(Z, alpha=1.0 - self.momentum)
 
     def nbytes(self) -> dict[str, int]:
-        """Bytes held, by buffer kind: ``history`` (Z, and H when it is a separate snapshot) and the gradient
-        buffers at their largest so far (up to one [N, d] per layer, during the backward only)."""
+        """Bytes held, by buffer kind: ``history`` (Z, and H when it is a separate snapshot) and the dense gradient
+        buffers at their largest so far (the reference's; up to one [N, d] per layer, during the backward)."""
         size = sum(z.numel() * z.element_size() for z in self.Z)
         return {"history": size * (2 if self.separate else 1), "history_grad": self.grad_bytes_max}
+
+
+class GradInbox:
+    """Cross-chunk gradient of one stage waiting for the backward of the chunk it belongs to (DESIGN §3, §7).
+
+    Two kinds of entries, per (layer, unit):
+    - :meth:`keep`: a reading unit's aggregation gradient ``g(m): [n, d]``, kept (not copied) until the ``uses``
+      units it read fresh have each taken their block of ``A^T g(m)`` with :meth:`use`.
+    - :meth:`post`: parcels ``(rows, values)`` for a unit whose backward comes later (other ways' readers'
+      gradient, received with the halo), taken once by :meth:`take`.
+    Everything is consumed within the epoch: :meth:`end_epoch` checks that nothing is left.
+    """
+
+    def __init__(self):
+        self._kept: dict[tuple[int, int], list] = {}  # (layer, unit) -> [g(m), uses left]
+        self._parcels: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.held = 0
+        self.held_max = 0  # largest bytes held at once
+
+    def _count(self, *ts: torch.Tensor, sign: int = 1) -> None:
+        self.held += sign * sum(t.numel() * t.element_size() for t in ts)
+        self.held_max = max(self.held_max, self.held)
+
+    def keep(self, layer: int, unit: int, gm: torch.Tensor, uses: int) -> None:
+        if uses > 0:
+            self._kept[(layer, unit)] = [gm, uses]
+            self._count(gm)
+
+    def use(self, layer: int, unit: int) -> torch.Tensor:
+        """The kept gradient of ``unit`` (dropped after its last use)."""
+        entry = self._kept[(layer, unit)]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._kept[(layer, unit)]
+            self._count(entry[0], sign=-1)
+        return entry[0]
+
+    def post(self, layer: int, unit: int, rows: torch.Tensor, values: torch.Tensor) -> None:
+        self._parcels.setdefault((layer, unit), []).append((rows, values))
+        self._count(rows, values)
+
+    def take(self, layer: int, unit: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        parcels = self._parcels.pop((layer, unit), [])
+        for rows, values in parcels:
+            self._count(rows, values, sign=-1)
+        return parcels
+
+    def end_epoch(self) -> None:
+        assert not self._kept and not self._parcels, f"cross-chunk gradient left over: {[*self._kept, *self._parcels]}"
+
+    def nbytes(self) -> dict[str, int]:
+        return {"history_grad": self.held_max}

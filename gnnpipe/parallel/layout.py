@@ -33,18 +33,19 @@ class Unit:
     ext: torch.Tensor  # [X] sorted out-of-unit in-neighbours (any way)
     ext_slot: torch.Tensor  # [X] their rows in the evaluation buffer (see Layout)
     ext_hslot: torch.Tensor  # [X] their rows in the history
-    ext_gslot: torch.Tensor  # [X] their rows in the gradient buffer (this way's rows only; -1 for others)
     ext_unit: torch.Tensor  # [X] local unit index (in its own way) of each ext vertex
-    ext_own: torch.Tensor  # [X] bool: ext vertex belongs to this way (its gradient is pushed locally)
+    ext_own: torch.Tensor  # [X] bool: ext vertex belongs to this way
     store_pos: torch.Tensor  # rows of the unit (relative) that some chunk reads: kept in the history ...
     store_slot: torch.Tensor  # ... at these history rows
-    grad_pos: torch.Tensor  # rows of the unit (relative) that can receive gradient from other chunks ...
-    grad_slot: torch.Tensor  # ... at these gradient-buffer rows
     own: slice  # this unit's rows in the way-local x / y and evaluation buffer
     train: torch.Tensor  # [T] training rows, relative to lo
     segments: tuple[tuple[int, int], ...]  # (chunk, rows) in row order: dropout masks are keyed per chunk
     send_fwd: dict[int, torch.Tensor] = field(default_factory=dict)  # peer way -> rows (rel.) of z sent
     send_bwd: dict[int, torch.Tensor] = field(default_factory=dict)  # peer way -> rows (rel.) of grad(m) sent
+    # Own-way units this unit reads, as (unit, s, e): ``ext[s:e]`` are that unit's rows (ext is sorted and units
+    # are id ranges, so each is one range); ``readers`` is the same relation seen from the unit read.
+    targets: list[tuple[int, int, int]] = field(default_factory=list)
+    readers: list[tuple[int, int, int]] = field(default_factory=list)  # (reading unit, s, e) into its ext
 
     @property
     def n(self) -> int:
@@ -60,9 +61,9 @@ class Remote:
     fwd_hslot: torch.Tensor  # ... and in the history
     bwd_ids: torch.Tensor  # rows of its grad(m) this worker receives (halo_bwd toward this way)
     r_op: SparseOp  # Ahat[bwd_ids, tgt]: how those gradient rows reach this way's vertices
-    tgt: torch.Tensor  # this way's vertices those rows read
-    tgt_gslot: torch.Tensor  # ... their rows in the gradient buffer
+    tgt: torch.Tensor  # this way's vertices those rows read (sorted)
     tgt_unit: torch.Tensor
+    tgt_ranges: list[tuple[int, int, int]]  # (this way's unit, s, e): tgt[s:e] are that unit's rows
 
 
 @dataclass
@@ -71,8 +72,6 @@ class Layout:
 
     - history (``hist_rows``): only the rows some chunk of this way reads from outside itself -- its own
       boundary rows and the other ways' rows it reads (sorted ids). Rows nobody reads are never stored.
-    - gradient buffer (``grad_rows``): this way's rows that receive gradient from other chunks (read by its
-      own chunks or by other ways).
     - evaluation buffer (``num_slots``): this way's rows ``[0, rows)`` in plan order, then its halo rows."""
 
     units: list[Unit]
@@ -81,7 +80,6 @@ class Layout:
     rows: int  # this way's vertices
     num_slots: int  # rows + halo rows
     hist_rows: int
-    grad_rows: int
 
 
 def chunk_groups(plan: ChunkPlan) -> list[list[list[int]]]:
@@ -121,6 +119,13 @@ def _members(sorted_ids: torch.Tensor, rows: torch.Tensor, what: str) -> tuple[t
     return where, _positions(sorted_ids, rows[where], what)
 
 
+def _unit_ranges(ids: torch.Tensor, bounds: torch.Tensor) -> list[tuple[int, int, int]]:
+    """``(unit, s, e)`` for every unit of this way with rows in the sorted ``ids``: ``ids[s:e]`` are its rows
+    (``bounds``: the units' first rows, then the way's end)."""
+    cuts = torch.searchsorted(ids, bounds).tolist()
+    return [(t, cuts[t], cuts[t + 1]) for t in range(len(cuts) - 1) if cuts[t + 1] > cuts[t]]
+
+
 def build_layout(
     plan: ChunkPlan,
     csr: Csr,
@@ -147,8 +152,6 @@ def build_layout(
     mine = plan.chunks_of_way(way)
     halo = torch.unique(torch.cat([plan.halo_fwd(c, way) for c in range(plan.num_chunks)]))  # rows others send
     read = torch.unique(torch.cat([plan.ext(c) for c in mine]))  # rows this way's chunks read: the history
-    read_by_others = [plan.halo_fwd(c, w2) for c in mine for w2 in range(W) if w2 != way]
-    grads = torch.unique(torch.cat([read[(read >= my_lo) & (read < my_hi)], *read_by_others]))  # rows given grads
 
     def eval_slots(ids: torch.Tensor) -> torch.Tensor:
         """Evaluation buffer rows: this way's rows first, then the halo rows (sorted)."""
@@ -164,16 +167,12 @@ def build_layout(
         ext = in_neighbours(csr, rows)
         ext = ext[(ext < lo) | (ext >= hi)]
         ext_own = vway[ext] == way
-        ext_gslot = torch.full_like(ext, -1)
-        ext_gslot[ext_own] = _positions(grads, ext[ext_own], "the gradient rows")
         store_pos, store_slot = _members(read, rows, "the history")
-        grad_pos, grad_slot = _members(grads, rows, "the gradient rows")
         u = Unit(
             index=j, chunks=chunks, lo=lo, hi=hi,
             a_in=sub_operator(csr, rows, rows), a_ext=sub_operator(csr, rows, ext),
-            ext=ext, ext_slot=eval_slots(ext), ext_hslot=_positions(read, ext, "the history"), ext_gslot=ext_gslot,
-            ext_unit=vunit[ext], ext_own=ext_own,
-            store_pos=store_pos, store_slot=store_slot, grad_pos=grad_pos, grad_slot=grad_slot,
+            ext=ext, ext_slot=eval_slots(ext), ext_hslot=_positions(read, ext, "the history"),
+            ext_unit=vunit[ext], ext_own=ext_own, store_pos=store_pos, store_slot=store_slot,
             own=slice(lo - my_lo, hi - my_lo), train=train_mask[lo:hi].nonzero().flatten(),
             segments=tuple((c, plan.chunk_range(c)[1] - plan.chunk_range(c)[0]) for c in chunks),
         )  # fmt: skip
@@ -181,7 +180,13 @@ def build_layout(
             if w2 != way:
                 u.send_fwd[w2] = torch.cat([plan.halo_fwd(c, w2) for c in chunks]) - lo
                 u.send_bwd[w2] = torch.cat([plan.halo_bwd(c, w2) for c in chunks]) - lo
-        units.append(_on_device(u, device))
+        units.append(u)
+    bounds = torch.tensor([u.lo for u in units] + [units[-1].hi]) if units else torch.zeros(1, dtype=torch.int64)
+    for c, u in enumerate(units):
+        u.targets = [t for t in _unit_ranges(u.ext, bounds) if t[0] != c]
+        for t, s, e in u.targets:
+            units[t].readers.append((c, s, e))
+    units = [_on_device(u, device) for u in units]
     remotes = {}
     for w2 in range(W):
         if w2 == way:
@@ -193,8 +198,8 @@ def build_layout(
             tgt = tgt[(tgt >= my_lo) & (tgt < my_hi)]
             rem = Remote(
                 fwd_ids=fwd, fwd_slot=eval_slots(fwd), fwd_hslot=_positions(read, fwd, "the history"),
-                bwd_ids=bwd, r_op=sub_operator(csr, bwd, tgt), tgt=tgt,
-                tgt_gslot=_positions(grads, tgt, "the gradient rows"), tgt_unit=vunit[tgt],
+                bwd_ids=bwd, r_op=sub_operator(csr, bwd, tgt), tgt=tgt, tgt_unit=vunit[tgt],
+                tgt_ranges=_unit_ranges(tgt, bounds),
             )  # fmt: skip
             remotes[(w2, j)] = _on_device(rem, device)
     in_edges = plan.block_counts.sum(1)
@@ -202,7 +207,7 @@ def build_layout(
     for w in range(W):
         for j, chunks in enumerate(groups[w]):
             costs[j] += int(in_edges[torch.tensor(chunks)].sum())
-    return Layout(units, remotes, costs, my_hi - my_lo, (my_hi - my_lo) + halo.numel(), read.numel(), grads.numel())
+    return Layout(units, remotes, costs, my_hi - my_lo, (my_hi - my_lo) + halo.numel(), read.numel())
 
 
 def prepare_operators(layout: Layout, dtype: torch.dtype, device: torch.device) -> None:

@@ -58,9 +58,9 @@ class StageState(Executor):
 
     def checkpoint_state(self) -> dict:
         """This stage's weights (by model name), Adam state and history ``Z`` (and ``H`` when separate).
-        The gradient buffers ``G`` live within an epoch only: empty between epochs."""
+        Cross-chunk gradient lives within an epoch only (``GradInbox``): nothing to save between epochs."""
         h = self.hist
-        assert all(g is None for g in h.G), "checkpoint inside an epoch"
+        self.inbox.end_epoch()  # asserts that the epoch is over
         return {
             "weights": self.snapshot(),
             "optimizer": self.optimizer.state_dict(),
@@ -94,6 +94,7 @@ class StageState(Executor):
             "features_labels": tensor_bytes(s.x, s.y) + sum(tensor_bytes(m) for m in (self.masks or ())),
             "weights_optimizer": 2 * tensor_bytes(*self.params) + opt_state,  # weights, gradients, Adam moments
             **self.hist.nbytes(),
+            **self.inbox.nbytes(),
             "in_flight_max": self.tx.max_in_flight,
             "eval_buffers": self.evaluator.buffer_bytes(),
         }

@@ -3,8 +3,8 @@
 Each method executes one :class:`~gnnpipe.parallel.schedule.Action` on the chunk's :class:`ChunkRecord`. Per
 layer the forward is cut at the aggregation (``pre`` -> halo -> ``agg``), and so is the explicit backward
 (``agg_b`` -> halo -> ``pre_b``), which makes the order DESIGN §3 requires visible: the gradient of ``m`` is
-exchanged among the ways, other ways' and earlier readers' gradient (``History.grad_of``) is added to the
-chunk's own, then it goes back through ``pre``.
+exchanged among the ways, other ways' and later readers' gradient (``GradInbox``) is added to the chunk's
+own, then it goes back through ``pre``.
 
 Memory (DESIGN §7): a layer keeps only what autograd saved plus handles; the storage of tensors autograd does
 not need (``z``, ``m``, ``r``) is released as soon as the forward has used it. With ``recompute`` the
@@ -22,7 +22,7 @@ from torch import nn
 
 from gnnpipe.models.deep import ModelDims, chunk_loss
 from gnnpipe.models.ops import RowCtx
-from gnnpipe.parallel.history import History
+from gnnpipe.parallel.history import GradInbox, History
 from gnnpipe.parallel.layout import Layout, Unit
 from gnnpipe.parallel.schedule import Action
 from gnnpipe.parallel.transfer import Clock, Transfers
@@ -79,7 +79,7 @@ class ChunkRecord:
     h0: torch.Tensor | None = None  # GCNII initial residual (leaf)
     stage_in: torch.Tensor | None = None  # recompute: the stage input rows
     enc_out: torch.Tensor | None = None  # first stage: encoder output (graph-attached)
-    layers: list[LayerRecord] = field(default_factory=list)
+    layers: list[LayerRecord | None] = field(default_factory=list)
     m_saved: list[torch.Tensor] = field(default_factory=list)  # recompute: aggregation results per layer
     head_in: torch.Tensor | None = None
     loss: torch.Tensor | None = None
@@ -94,6 +94,7 @@ class ChunkSteps:
         self,
         model: StageModel,
         hist: History,
+        inbox: GradInbox,
         transfers: Transfers,
         clock: Clock,
         *,
@@ -103,7 +104,7 @@ class ChunkSteps:
         scale: float,
         recompute: bool,
     ):
-        self.m, self.hist, self.tx, self.clock = model, hist, transfers, clock
+        self.m, self.hist, self.inbox, self.tx, self.clock = model, hist, inbox, transfers, clock
         self.x, self.y, self.num_train = x, y, num_train
         self.scale, self.recompute = scale, recompute
         self.stage = transfers.stage
@@ -166,7 +167,7 @@ class ChunkSteps:
             if self.recompute:
                 rec.m_saved.append(m)
                 rec.h = self.m.layers[k].post(m, lr.r, rec.h0, rec.ctx)
-                rec.layers[k] = LayerRecord(h_in=lr.h_in)  # nothing else is kept
+                rec.layers[k] = None  # nothing else is kept (not even the layer's input: recompute rebuilds it)
                 return
             rec.h = self._post_with_grad(k, lr, m, rec)
 
@@ -252,22 +253,29 @@ class ChunkSteps:
         rec.layers[self._k(a)].received = self.tx.halo(self.layout, rec.unit, a.layer, rec.gm, forward=False)
 
     def pre_b(self, rec: ChunkRecord, a: Action) -> None:
+        """The aggregation's backward into ``z``: the chunk's own gradient plus what its fresh readers sent -- other
+        ways' readers at this position now, earlier ones through the inbox, and this way's later chunks (whose
+        ``g(m)`` the inbox kept) block by block -- then back through ``pre``."""
         k, u = self._k(a), rec.unit
-        lr = rec.layers[k]
-        gm = rec.gm
+        lr, gm, units, pos_of, inbox = rec.layers[k], rec.gm, self.layout.units, self.pos_of, self.inbox
         with self.clock.phase("compute", f"B c{u.index} L{a.layer} agg+pre"):
+            gz = u.a_in.t_matmul(gm)
             for w2, rows in lr.received.items():  # other ways' reads of this way's rows at this position
                 rem = self.layout.remotes[(w2, u.index)]
-                rpos = self.pos_of[rem.tgt_unit]
-                factor = torch.where(rpos == rec.pos, 1.0, torch.where(rpos < rec.pos, self.scale, 0.0))
-                self.hist.add_grad(k, rem.tgt_gslot, rem.r_op.t_matmul(rows) * factor.to(gm)[:, None])
-            gz = u.a_in.t_matmul(gm)
-            pending = self.hist.grad_of(k, u.grad_slot)
-            if pending is not None:
-                gz.index_add_(0, u.grad_pos, pending)
-            push = rec.fresh & u.ext_own  # this way's earlier chunks read fresh: send them their gradient
-            if push.any():
-                self.hist.add_grad(k, u.ext_gslot[push], self.scale * u.a_ext.t_matmul(gm)[push])
+                g = rem.r_op.t_matmul(rows)
+                for t, s, e in rem.tgt_ranges:  # later chunks' backward is done: their share is dropped
+                    if t == u.index:
+                        gz.index_add_(0, rem.tgt[s:e] - u.lo, g[s:e])
+                    elif pos_of[t] < rec.pos:
+                        inbox.post(k, t, rem.tgt[s:e] - units[t].lo, self.scale * g[s:e])
+            for rows, values in inbox.take(k, u.index):
+                gz.index_add_(0, rows, values)
+            for c, s, e in u.readers:  # this way's chunks that read u fresh (after it) have run their backward
+                if pos_of[c] > rec.pos:
+                    reader = units[c]
+                    g = reader.a_ext.t_matmul_rows(inbox.use(k, c), s, e)
+                    gz.index_add_(0, reader.ext[s:e] - u.lo, self.scale * g)
+            inbox.keep(k, u.index, gm, sum(int(pos_of[t] < rec.pos) for t, _, _ in u.targets))
             if lr.r is not None:
                 torch.autograd.backward([lr.z, lr.r], [gz, lr.r_leaf.grad])
             else:
