@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Launch a GNNPipe run described by a YAML config on ways*stages workers.
-#   ./launch.sh CONFIG [section.key=value ...] [--metrics-out PATH] [--resume RUN_DIR] [-- TORCHRUN_OPTIONS]
+#   ./launch.sh CONFIG [section.key=value ...] [--metrics-out PATH] [--resume RUN_DIR] [--max-restarts N]
+#               [-- TORCHRUN_OPTIONS]
 #   ./launch.sh --mpirun CONFIG ...        (use mpirun instead of torchrun; needs mpi4py)
 # Multi-node: pass torchrun's own options after "--", e.g. -- --nnodes=2 --node_rank=0 --rdzv_endpoint=host:29500
 # (then --standalone is not used, and each node starts ways*stages/nnodes workers). Only rank 0 prints epoch
 # lines; every rank writes runs/<run>/rank<k>.log.
+# --max-restarts N: torchrun restarts the whole group up to N times after a worker fails or dies; the restarted
+# workers go on in the same run directory from its newest complete checkpoint (needs train.checkpoint_every).
 # Exit status: 0, or the status of the worker that failed first (2: bad input; 17: stopped by another worker's
 # failure; 128+n: signal n), with one line naming that worker, the phase and the error (DESIGN §4).
 set -euo pipefail
@@ -15,21 +18,31 @@ use_mpi=0
 if [ "${1:-}" = "--mpirun" ]; then use_mpi=1; shift; fi
 [ $# -ge 1 ] || { echo "usage: ./launch.sh [--mpirun] CONFIG [overrides] [--metrics-out PATH] [-- torchrun options]" >&2; exit 2; }
 config="$1"; shift
-args=(); extra=()
+fail() { echo "launch.sh: error: $*" >&2; exit 2; }
+args=(); extra=(); restarts=0
 while [ $# -gt 0 ]; do
-  if [ "$1" = "--" ]; then shift; extra=("$@"); break; fi
-  args+=("$1"); shift
+  case "$1" in
+    --) shift; extra=("$@"); break ;;
+    --max-restarts=*) restarts="${1#*=}" ;;
+    --max-restarts) [ $# -ge 2 ] || fail "--max-restarts needs a value: a count >= 0"; restarts="$2"; shift ;;
+    *) args+=("$1") ;;
+  esac
+  shift
 done
+[[ "$restarts" =~ ^[0-9]+$ ]] || fail "--max-restarts $restarts: expected an integer >= 0"
+restarts=$((10#$restarts))
+[ "$use_mpi" = 0 ] || [ "$restarts" = 0 ] || fail "--max-restarts needs torchrun's elastic agent; mpirun cannot restart"
 overrides=()
 for a in "${args[@]+"${args[@]}"}"; do case "$a" in *=*) [[ "$a" == --* ]] || overrides+=("$a");; esac; done
-nproc="$("$py" -m gnnpipe world-size --config "$config" "${overrides[@]+"${overrides[@]}"}")" || exit 2
+nproc="$("$py" -m gnnpipe world-size --config "$config" --max-restarts "$restarts" \
+  "${overrides[@]+"${overrides[@]}"}")" || exit 2
 if [ "$use_mpi" = 1 ]; then
   # like torchrun: one OpenMP thread per worker unless the user chose otherwise
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
   exec mpirun -np "$nproc" -x OMP_NUM_THREADS "${extra[@]+"${extra[@]}"}" \
     "$py" -m gnnpipe train --config "$config" "${args[@]+"${args[@]}"}"
 fi
-if [ "$nproc" = 1 ] && [ ${#extra[@]} -eq 0 ]; then
+if [ "$nproc" = 1 ] && [ ${#extra[@]} -eq 0 ] && [ "$restarts" = 0 ]; then
   exec "$py" -m gnnpipe train --config "$config" "${args[@]+"${args[@]}"}"
 fi
 
@@ -44,7 +57,6 @@ for ((i = 0; i < ${#extra[@]}; i++)); do
     --nproc_per_node | --nproc-per-node) per_node="$next" ;;
   esac
 done
-fail() { echo "launch.sh: error: $*" >&2; exit 2; }
 if [[ "$nnodes" == *:* ]]; then
   lo="${nnodes%%:*}"; hi="${nnodes#*:}"
   [ "$lo" = "$hi" ] || fail "--nnodes=$nnodes: an elastic range cannot work, the config needs exactly $nproc workers; give a fixed node count"
@@ -62,6 +74,9 @@ else
   per_node_arg=(--nproc_per_node="$((nproc / nnodes))")
 fi
 if [ ${#extra[@]} -eq 0 ]; then extra=(--standalone); fi
+# torchrun's agent keeps one store server across restarts, and a restarted gloo group finds the old group's
+# keys in it and hangs: with restarts, each attempt's rank 0 hosts a fresh store instead.
+if [ "$restarts" != 0 ]; then export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1; fi
 
 # torchrun, run in-process so that its ChildFailedError is not a traceback: the workers write their one line
 # to $GNNPIPE_STATUS_DIR (gnnpipe/parallel/liveness.py) and this prints the first failure's line and status.
@@ -79,9 +94,10 @@ if "LOGLEVEL" not in os.environ:  # torchrun's own log of a worker's failure: th
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
-code, killed = 0, []
+code, killed, ok = 0, [], False
 try:
     main(sys.argv[1:])
+    ok = True
 except ChildFailedError as e:
     f = e.get_first_failure()[1]
     code = f.exitcode if f.exitcode > 0 else 128 - f.exitcode if f.exitcode < 0 else 1
@@ -94,22 +110,28 @@ except Exception as e:  # rendezvous and launch errors of torchrun itself
     print(f"launch.sh: torchrun: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
     code = 1
 finally:
-    reports = []  # (not root, rank, code, line) of every worker that wrote one
+    reports = []  # (attempt, not root, rank, code, line) of every worker that wrote one (rank<k>.a<attempt>)
     for name in os.listdir(status_dir):
-        if name.startswith("rank") and name[4:].isdigit():
+        rank, _, attempt = name[4:].partition(".a")
+        if name.startswith("rank") and rank.isdigit() and attempt.isdigit():
             with open(os.path.join(status_dir, name), encoding="utf-8", errors="replace") as fh:
                 parts = fh.read().strip().split(" ", 2)
             if len(parts) == 3 and parts[0].isdigit():
-                reports.append((parts[1] != "root", int(name[4:]), int(parts[0]), parts[2]))
+                reports.append((int(attempt), parts[1] != "root", int(rank), int(parts[0]), parts[2]))
     shutil.rmtree(status_dir, ignore_errors=True)
     import signal
+    last = max([r[0] for r in reports], default=0)
+    for a in sorted({r[0] for r in reports if r[0] < last or ok}):  # attempts torchrun restarted after
+        line = min(r for r in reports if r[0] == a)[4]
+        print(f"launch.sh: attempt {a} failed and the workers were restarted: {line}", file=sys.stderr, flush=True)
+    reports = [] if ok else [r for r in reports if r[0] == last]
     for rank, sig in killed:  # a worker killed outright (SIGKILL, the out-of-memory killer) cannot report
-        if rank not in [r[1] for r in reports]:
+        if rank not in [r[2] for r in reports]:
             why = f"rank {rank} was killed by {signal.Signals(sig).name} (by a user or the out-of-memory killer)"
-            reports.append((False, -1, 128 + sig, f"gnnpipe train: error: {why}"))
+            reports.append((last, False, -1, 128 + sig, f"gnnpipe train: error: {why}"))
 if reports:
-    _, _, code, line = min(reports)
+    _, _, _, code, line = min(reports)
     print(line, file=sys.stderr, flush=True)
 sys.exit(code)
 PY
-exec "$py" -c "$wrapper" "${extra[@]}" "${per_node_arg[@]+"${per_node_arg[@]}"}" -m gnnpipe train --config "$config" "${args[@]+"${args[@]}"}"
+exec "$py" -c "$wrapper" --max-restarts="$restarts" "${extra[@]}" "${per_node_arg[@]+"${per_node_arg[@]}"}" -m gnnpipe train --config "$config" "${args[@]+"${args[@]}"}"

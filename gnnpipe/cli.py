@@ -151,10 +151,16 @@ def _add_plan_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_world_size(args: argparse.Namespace) -> int:
-    from gnnpipe.config import load_config
+    from gnnpipe.config import ConfigError, load_config
     from gnnpipe.parallel.dims import ParallelDims
 
-    print(ParallelDims.from_config(load_config(args.config, args.overrides)).world_size)
+    cfg = load_config(args.config, args.overrides)
+    if args.max_restarts and not cfg.train.checkpoint_every:
+        raise ConfigError(
+            f"--max-restarts {args.max_restarts}: a restarted run goes on from its newest checkpoint, but "
+            f"{cfg.source} has train.checkpoint_every = 0 (none); set e.g. train.checkpoint_every=1"
+        )
+    print(ParallelDims.from_config(cfg).world_size)
     return 0
 
 
@@ -227,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("world-size", help="print ways*stages of a config (used by launch.sh)")
     _add_config_args(p)
+    p.add_argument(
+        "--max-restarts",
+        type=_count(0),
+        default=0,
+        metavar="N",
+        help="also check the config allows N elastic restarts (they need train.checkpoint_every > 0)",
+    )
     p.set_defaults(func=_cmd_world_size)
 
     p = sub.add_parser("schedule", help="print every worker's action table for one epoch: exactly what runs")
@@ -254,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     from gnnpipe.parallel import liveness
     from gnnpipe.train.run import RunFailed, exit_code_of
+    from gnnpipe.train.stopping import StopRequested
     from gnnpipe.user_errors import USER_ERRORS
 
     args = build_parser().parse_args(argv)
@@ -262,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored): a run must still stop on SIGINT
     try:
         return int(args.func(args) or 0)
+    except StopRequested as e:  # SIGINT/SIGTERM with checkpoints on: stopped after a final checkpoint
+        if liveness.claim_end("main", e.exit_code):
+            liveness.report_end(str(e), e.exit_code, root=True)
+            liveness.hard_exit(e.exit_code)
+        liveness.await_end(e.exit_code)
     except RunFailed as e:
         liveness.report_end(e.line, e.exit_code, root=e.root)
         liveness.hard_exit(e.exit_code)

@@ -110,6 +110,11 @@ class ParallelConfig:
         "result, recompute the rest during backward (less memory, ~1 extra forward without aggregation)",
     )
     timeout_s: float = opt(120.0, "seconds any transfer may wait before the run fails")
+    heartbeat_timeout_s: float = opt(
+        6.0,
+        "a worker whose heartbeat (one a second) stops this long is taken as dead or hung (e.g. SIGSTOP) and "
+        "every worker stops; at least 2",
+    )
     compress: str = opt(
         "none",
         "training traffic between workers (stage-to-stage rows, h0 and their gradients; halo rows and gradient "
@@ -157,6 +162,9 @@ class LogConfig:
     dir: str = opt("runs", "parent directory of the run directories")
     trace: bool = opt(False, "write a Chrome/Perfetto trace.json of compute and communication per worker")
     progress: bool = opt(True, "show a one-line progress bar while training (only when stdout is a terminal)")
+    tensorboard: bool = opt(
+        False, "also write the per-epoch scalars as TensorBoard event files into the run directory (needs tensorboard)"
+    )
 
 
 @dataclass(frozen=True)

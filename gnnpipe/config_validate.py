@@ -69,6 +69,8 @@ def validate(cfg: ExperimentConfig) -> None:
         _fail(cfg, "parallel.stages", p.stages, f"at most model.layers ({m.layers}): every stage needs a layer")
     _positive(cfg, "parallel.cross_chunk_grad_scale", p.cross_chunk_grad_scale, zero_ok=True)
     _positive(cfg, "parallel.timeout_s", p.timeout_s)
+    if not (math.isfinite(p.heartbeat_timeout_s) and p.heartbeat_timeout_s >= 2.0):
+        _fail(cfg, "parallel.heartbeat_timeout_s", p.heartbeat_timeout_s, "a finite number of seconds >= 2")
     if p.warmup_exact_epochs < 0:
         _fail(cfg, "parallel.warmup_exact_epochs", p.warmup_exact_epochs, "an integer >= 0")
     if not 0.0 <= p.history_momentum < 1.0:

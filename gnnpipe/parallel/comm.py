@@ -18,6 +18,8 @@ import datetime
 import os
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -98,7 +100,7 @@ class Comm:
         device: str = "cpu",
         timeout_s: float = 120.0,
         heartbeat_s: float = 1.0,
-        dead_after_s: float = 15.0,
+        dead_after_s: float = 6.0,
         backend: str = "auto",
     ) -> Comm:
         """Join the process group from the launcher's environment; check the world matches the config.
@@ -137,7 +139,9 @@ class Comm:
         if _WATCHDOG is not None and _WATCHDOG.is_alive():  # one per process, shared by every Comm
             self.watchdog = _WATCHDOG
             return
-        store = dist.distributed_c10d._get_default_store()
+        # torchrun's agent keeps its store across elastic restarts: each attempt gets its own keys
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"attempt{attempt}/", dist.distributed_c10d._get_default_store())
         store.set(f"gnnpipe/hb/{self.rank}", "0")
         dist.barrier()  # every heartbeat key exists before anyone watches
         hosts = self.rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"  # else torchrun's
@@ -148,6 +152,21 @@ class Comm:
         wd.take_signals()  # SIGINT/SIGTERM end this worker within a heartbeat, even inside a transfer
         self.watchdog = _WATCHDOG = wd
         wd.start()
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """A step that may hold the GIL for long (METIS, preparing the dataset): this worker's heartbeat is
+        marked busy, so the others do not take its silence for a hang (a peer that dies meanwhile still ends
+        the others through the barrier that follows)."""
+        wd = self.watchdog
+        if wd is None:
+            yield
+            return
+        wd.pause()
+        try:
+            yield
+        finally:
+            wd.resume()
 
     def close(self) -> None:
         """A clean end: a barrier (every worker got here), then the process group goes. After :meth:`fail`,

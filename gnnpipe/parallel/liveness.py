@@ -15,7 +15,7 @@ all through the rendezvous store (``parallel/comm.py`` hands it in; nothing here
   comes first, reports; the other stays quiet. After the main thread has claimed the end, the watchdog
   still exits the process if it is alive :data:`BACKSTOP_S` seconds later (a hung teardown).
 
-Under ``launch.sh`` (``GNNPIPE_STATUS_DIR`` set) a worker writes its line to ``<dir>/rank<k>`` instead of
+Under ``launch.sh`` (``GNNPIPE_STATUS_DIR`` set) a worker writes its line to ``<dir>/rank<k>.a<attempt>`` instead of
 stderr, and the launcher prints the root cause once, with its exit code (:func:`report_end`).
 """
 
@@ -68,13 +68,15 @@ def await_end(code: int) -> None:
 
 def report_end(line: str, code: int, *, root: bool, rank: int | None = None) -> None:
     """This process's one line (after :data:`LINE_PREFIX`): on stderr, or under launch.sh in
-    ``$GNNPIPE_STATUS_DIR/rank<k>`` as ``<code> <root|peer> <line>`` (the launcher prints the root cause once)."""
+    ``$GNNPIPE_STATUS_DIR/rank<k>.a<attempt>`` (``attempt``: torchrun's restart count) as
+    ``<code> <root|peer> <line>`` (the launcher prints the root cause of the last attempt once)."""
     line = LINE_PREFIX + line
     status_dir = os.environ.get(STATUS_DIR_ENV)
     if status_dir:
         rank = rank if rank is not None else int(os.environ.get("RANK", "0"))
         try:
-            path = os.path.join(status_dir, f"rank{rank}")
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun's restarts (--max-restarts)
+            path = os.path.join(status_dir, f"rank{rank}.a{attempt}")
             with open(path + ".tmp", "w", encoding="utf-8") as f:
                 f.write(f"{code} {'root' if root else 'peer'} {line}\n")
             os.replace(path + ".tmp", path)
@@ -191,6 +193,8 @@ class Watchdog(threading.Thread):
         self.describe = describe
         self.board = _board = FailureBoard(store, world, hosts_store=hosts_store)
         self._stop = threading.Event()
+        self._paused = threading.Event()  # a long GIL-holding step: the heartbeat says "busy"
+        self.on_signal: Callable[[int], bool] | None = None  # True: the signal is handled (a graceful stop)
         self._wake_r: int | None = None
         self._old_handlers: dict[int, object] = {}
 
@@ -243,12 +247,13 @@ class Watchdog(threading.Thread):
             sig = self._wait()
             if self._stop.is_set():
                 return
-            if sig is not None:
-                self._interrupted(sig)
+            if sig is not None and not (self.on_signal is not None and self.on_signal(sig)):
+                self.interrupted(sig)
             self._backstop()
             beat += 1
             try:
-                self.store.set(f"gnnpipe/hb/{self.rank}", str(beat))
+                if not self._paused.is_set():
+                    self.store.set(f"gnnpipe/hb/{self.rank}", str(beat))
                 first = self.board.published()
                 if first is not None:
                     self._die(f"{self.describe(self.rank)} stopped: {first}", EXIT_PEER)
@@ -257,7 +262,8 @@ class Watchdog(threading.Thread):
                     if r == self.rank:
                         continue
                     v = self.store.get(f"gnnpipe/hb/{r}").decode()
-                    if v == "done":
+                    if v in ("done", "busy"):
+                        last_seen.pop(r, None)
                         continue
                     if r not in last_seen or last_seen[r][0] != v:
                         last_seen[r] = (v, now)
@@ -270,7 +276,8 @@ class Watchdog(threading.Thread):
                 why = f"lost the rendezvous store ({type(e).__name__}: {str(e)[:200]}); rank 0 or the launcher died"
                 self._die(f"{self.describe(self.rank)} stopped: {why}", EXIT_PEER)
 
-    def _interrupted(self, sig: int) -> None:
+    def interrupted(self, sig: int) -> None:
+        """End this worker for signal ``sig`` now: publish it (the others stop), report, exit ``128 + sig``."""
         name = signal.Signals(sig).name
         code = 128 + sig
         if not claim_end("watchdog", code):
@@ -299,6 +306,13 @@ class Watchdog(threading.Thread):
             at, code = _end.get("at"), _end.get("code")
         if at is not None and time.monotonic() - at > BACKSTOP_S:
             hard_exit(int(code))
+
+    def pause(self) -> None:
+        self._paused.set()
+        self.store.set(f"gnnpipe/hb/{self.rank}", "busy")
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     def finish(self) -> None:
         """A clean end: stop watching, tell the others this worker is done (not dead)."""

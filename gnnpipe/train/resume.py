@@ -28,9 +28,18 @@ from gnnpipe.config import ExperimentConfig, config_to_dict
 from gnnpipe.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gnnpipe.train.executor import EpochStats, Executor
 
-__all__ = ["LoopState", "find_checkpoint", "check_config", "save_run_checkpoint", "load_run_checkpoint"]
+__all__ = [
+    "LoopState",
+    "check_config",
+    "find_checkpoint",
+    "load_run_checkpoint",
+    "record_run_dir",
+    "restarted_run_dir",
+    "save_run_checkpoint",
+]
 
 MANIFEST = "manifest.json"
+RUN_RECORD = "run_dir"  # in launch.sh's $GNNPIPE_STATUS_DIR: this launch's run directory, for elastic restarts
 FORMAT = 1
 
 
@@ -155,6 +164,34 @@ def find_checkpoint(run_dir: str | Path) -> tuple[Path, dict]:
         f"--resume {str(run_dir)!r}: no complete checkpoint in {str(root)!r} ({len(found)} incomplete); "
         "set train.checkpoint_every to write them"
     )
+
+
+def record_run_dir(run_dir: str | Path) -> None:
+    """Under launch.sh (rank 0): remember this launch's run directory, so that a group torchrun restarts
+    (``--max-restarts``) goes on in it. The launcher's directory outlives the restarts of its workers."""
+    status_dir = os.environ.get("GNNPIPE_STATUS_DIR")
+    if not status_dir or not Path(status_dir).is_dir():
+        return
+    tmp = Path(status_dir) / f".{RUN_RECORD}.tmp"
+    tmp.write_text(str(Path(run_dir).resolve()))
+    os.replace(tmp, Path(status_dir) / RUN_RECORD)
+
+
+def restarted_run_dir() -> tuple[str, bool] | None:
+    """After an elastic restart (``TORCHELASTIC_RESTART_COUNT > 0``, rank 0): the run directory the earlier
+    attempt recorded and whether it has a complete checkpoint to go on from (else it starts again, in it)."""
+    status_dir = os.environ.get("GNNPIPE_STATUS_DIR")
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) == 0 or not status_dir:
+        return None
+    try:
+        run_dir = (Path(status_dir) / RUN_RECORD).read_text()
+    except OSError:
+        return None  # the earlier attempt failed before it had a run directory
+    try:
+        find_checkpoint(run_dir)
+        return run_dir, True
+    except CheckpointError:
+        return run_dir, False
 
 
 def check_config(cfg: ExperimentConfig, manifest: dict, where: Path) -> None:

@@ -28,7 +28,9 @@ from gnnpipe.partition.chunker import ChunkPlan, PlanSpec, get_or_build_plan
 from gnnpipe.partition.prepared import open_prepared, prepare, prepared_dir
 from gnnpipe.profile.volumes import volume_of
 from gnnpipe.train.executor import Executor, SingleDeviceExecutor
-from gnnpipe.train.resume import check_config, find_checkpoint
+from gnnpipe.train.outputs import check_tensorboard
+from gnnpipe.train.resume import check_config, find_checkpoint, record_run_dir, restarted_run_dir
+from gnnpipe.train.stopping import StopRequested
 from gnnpipe.train.trainer import RunSummary, check_output_file, timestamp, train
 from gnnpipe.user_errors import USER_ERRORS
 
@@ -144,6 +146,7 @@ def check_environment(cfg: ExperimentConfig, metrics_out: str | Path | None = No
     where = "environment variable GNNPIPE_CACHE" if "GNNPIPE_CACHE" in os.environ else "the cache directory"
     _check_dir(cache_dir(), where, writable=False)
     check_output_file(metrics_out, "--metrics-out")
+    check_tensorboard(cfg)
 
 
 def run_name(cfg: ExperimentConfig) -> str:
@@ -215,7 +218,11 @@ def shared_prepared(cfg: ExperimentConfig, comm) -> tuple[Graph, ChunkPlan]:
     """The prepared (permuted, memory-mapped) graph and plan on every worker: the first worker of each host
     prepares them if its cache has none, the others wait, then every worker of a host maps the same files
     (one copy per host). The engine checks at setup that every worker got the same plan."""
-    path = prepare_checked(cfg) if comm.local_rank == 0 else prepared_dir(cfg, cache_dir())
+    if comm.local_rank == 0:
+        with comm.busy():  # METIS holds the GIL: the heartbeat cannot beat meanwhile
+            path = prepare_checked(cfg)
+    else:
+        path = prepared_dir(cfg, cache_dir())
     comm.all_gather_object(None)  # barrier: the prepared directory exists
     return _open_checked(cfg, path)
 
@@ -238,7 +245,13 @@ def make_executor(cfg: ExperimentConfig) -> Executor:
         ex = SingleDeviceExecutor(cfg, graph)
         ex.probe = probe
         return ex
-    comm = Comm.init(ParallelDims.from_config(cfg), device=cfg.train.device, timeout_s=p.timeout_s, backend=p.backend)
+    comm = Comm.init(
+        ParallelDims.from_config(cfg),
+        device=cfg.train.device,
+        timeout_s=p.timeout_s,
+        dead_after_s=p.heartbeat_timeout_s,
+        backend=p.backend,
+    )
     try:
         graph, plan = shared_prepared(cfg, comm)
         probe.phase("load")
@@ -266,13 +279,16 @@ def run_training(cfg: ExperimentConfig, *, metrics_out: str | None = None, resum
     phase, run_dir = ["setup (run directory)"], None
     try:
         rank = comm.rank if comm is not None else 0
-        if resume is not None:
-            run_dir = Path(resume)
-        else:
-            name = make_run_dir(Path(cfg.log.dir), run_name(cfg)).name if rank == 0 else None
-            if comm is not None:
-                name = comm.all_gather_object(name)[0]  # one run directory for all ranks
-            run_dir = Path(cfg.log.dir) / name
+        # one run directory for all ranks, rank 0's: --resume's, an elastic restart's earlier one, or a new one
+        chosen = None
+        if rank == 0:
+            chosen = (resume, True) if resume is not None else restarted_run_dir()
+            if chosen is None:
+                chosen = (str(make_run_dir(Path(cfg.log.dir), run_name(cfg))), False)
+            record_run_dir(chosen[0])
+        if comm is not None:
+            chosen = comm.all_gather_object(chosen)[0]
+        run_dir, resuming = Path(chosen[0]), chosen[1]
         summary = train(
             cfg,
             executor,
@@ -280,10 +296,13 @@ def run_training(cfg: ExperimentConfig, *, metrics_out: str | None = None, resum
             run_dir=run_dir,
             log_file=run_dir / f"rank{rank}.log",
             on_phase=lambda name: phase.__setitem__(0, name),
-            resume=resume is not None,
+            resume=resuming,
         )
         phase[0] = "writing outputs"
         executor.write_artifacts(run_dir)
+    except StopRequested:  # every worker stopped at the same epoch boundary, checkpoint written: a clean end
+        executor.close()
+        raise
     except BaseException as e:
         failure = _failure(comm, phase[0], e, run_dir)
         if failure is e:

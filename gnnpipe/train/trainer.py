@@ -9,15 +9,12 @@ error can say where it happened.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,7 +22,9 @@ import torch
 from gnnpipe.config import ConfigError, ExperimentConfig, config_to_dict
 from gnnpipe.train.executor import BREAKDOWN_KEYS, EpochStats, Executor
 from gnnpipe.train.metrics import Accuracies
+from gnnpipe.train.outputs import RunSummary, TensorBoardScalars, print_summary, write_outputs
 from gnnpipe.train.resume import LoopState, load_run_checkpoint, save_run_checkpoint
+from gnnpipe.train.stopping import GracefulStop, StopRequested
 from gnnpipe.units import format_bytes
 
 __all__ = ["NonFiniteError", "RunSummary", "check_output_file", "train", "git_rev", "format_bytes"]
@@ -51,27 +50,6 @@ def check_output_file(path: str | Path | None, what: str) -> None:
         raise ConfigError(f"{what} {str(path)!r}: {str(parent)!r} is a file, so no file can be created under it")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} {str(path)!r}: directory {str(parent)!r} is not writable")
-
-
-@dataclass
-class RunSummary:
-    test_acc: float
-    best_val_acc: float
-    best_epoch: int
-    epoch_time_s: float
-    comm_bytes_per_epoch: dict[str, int]
-    comm_bytes_per_epoch_analytic: dict[str, int]
-    peak_memory_bytes: list[int]
-    losses: list[float]
-    breakdown_s: dict[str, float]  # the logging worker's mean per epoch
-    breakdown_per_worker_s: list[dict[str, float]]  # every worker's mean per epoch (rank order)
-    config: dict
-    git_rev: str
-    evals: list[dict] = field(default_factory=list)
-    memory: list[dict[str, int]] = field(default_factory=list)  # per worker: bytes by kind, peak growth by phase
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def git_rev() -> str:
@@ -230,42 +208,20 @@ def _train(
     log = executor.is_logger
     progress = _Progress(t.epochs, cfg.log.progress and log)
     stats, evals, rows = st.stats, st.evals, st.rows
-    for epoch in range(st.start, t.epochs):
-        on_phase(f"epoch {epoch} (train)")
-        guard.bad = None
-        s = executor.train_epoch(epoch)
-        stats.append(s)
-        bad = _check_finite(cfg, epoch, s.loss, guard, st.skipped)
-        st.skipped = st.skipped + 1 if bad else 0
-        if bad:
-            kept = "update dropped" if guard.bad else "gradients finite, update kept"
-            out(f"Epoch {epoch:05d} | {bad}: {kept} (train.on_nonfinite=skip)")
-        acc = None
-        if (epoch + 1) % t.eval_every == 0 or epoch == t.epochs - 1:
-            on_phase(f"epoch {epoch} (evaluate)")
-            acc = executor.evaluate()
-            evals.append({"epoch": epoch, "train": acc.train, "val": acc.val, "test": acc.test})
-            if acc.val > st.best_val:
-                st.best_val, st.best_epoch, st.best_test = acc.val, epoch, acc.test
-                st.best_state = executor.snapshot()
-        rows.append(
-            {
-                "epoch": epoch,
-                "time": s.time,
-                "loss": s.loss,
-                **s.breakdown,
-                **({"train": acc.train, "val": acc.val, "test": acc.test} if acc else {}),
-            }
-        )
-        if progress.enabled and acc is None:  # the bar replaces the line on screen, never in the log file
-            progress.update(epoch, s.loss)
-            out(_epoch_line(epoch, s, acc), screen=False)
-        else:
-            progress.clear()
-            out(_epoch_line(epoch, s, acc))
-        if t.checkpoint_every and (epoch + 1) % t.checkpoint_every == 0 and run_dir is not None:
-            on_phase(f"epoch {epoch} (checkpoint)")
-            save_run_checkpoint(cfg, executor, run_dir, epoch, st)
+    board = TensorBoardScalars(cfg, executor, run_dir, st.start)
+    stop = GracefulStop(executor, enabled=bool(t.checkpoint_every) and run_dir is not None)
+    try:
+        with stop:
+            for epoch in range(st.start, t.epochs):
+                _epoch(cfg, executor, epoch, st, out, guard, on_phase, progress, board, run_dir)
+                sig = stop.agreed()  # SIGINT/SIGTERM: every worker stops here, after a final checkpoint
+                if sig is not None:
+                    if (epoch + 1) % t.checkpoint_every:
+                        on_phase(f"epoch {epoch} (final checkpoint)")
+                        save_run_checkpoint(cfg, executor, run_dir, epoch, st)
+                    raise StopRequested(sig, epoch, run_dir)
+    finally:
+        board.close()
     if st.best_state is not None:
         executor.restore(st.best_state)  # leave the executor holding the best-valid weights
 
@@ -293,53 +249,52 @@ def _train(
         memory=memory,
     )
     if log:
-        _print_summary(summary, executor.world_size, out)
+        print_summary(summary, executor.world_size, out)
         on_phase("writing outputs")
-        _write_outputs(summary, rows, metrics_out, run_dir)
+        write_outputs(summary, rows, metrics_out, run_dir)
     return summary
 
 
-def _print_summary(s: RunSummary, world: int, out: Callable[[str], None]) -> None:
-    out(
-        f"Mean epoch time {s.epoch_time_s:.4f}s  (" + ", ".join(f"{k} {v:.4f}s" for k, v in s.breakdown_s.items()) + ")"
+def _epoch(cfg, executor, epoch: int, st: LoopState, out, guard, on_phase, progress, board, run_dir) -> None:
+    """One epoch of the loop: train, check it is finite, evaluate when due, log, TensorBoard, checkpoint."""
+    t = cfg.train
+    stats, evals, rows = st.stats, st.evals, st.rows
+    on_phase(f"epoch {epoch} (train)")
+    guard.bad = None
+    s = executor.train_epoch(epoch)
+    stats.append(s)
+    bad = _check_finite(cfg, epoch, s.loss, guard, st.skipped)
+    st.skipped = st.skipped + 1 if bad else 0
+    if bad:
+        kept = "update dropped" if guard.bad else "gradients finite, update kept"
+        out(f"Epoch {epoch:05d} | {bad}: {kept} (train.on_nonfinite=skip)")
+    acc = None
+    if (epoch + 1) % t.eval_every == 0 or epoch == t.epochs - 1:
+        on_phase(f"epoch {epoch} (evaluate)")
+        acc = executor.evaluate()
+        evals.append({"epoch": epoch, "train": acc.train, "val": acc.val, "test": acc.test})
+        if acc.val > st.best_val:
+            st.best_val, st.best_epoch, st.best_test = acc.val, epoch, acc.test
+            st.best_state = executor.snapshot()
+    rows.append(
+        {
+            "epoch": epoch,
+            "time": s.time,
+            "loss": s.loss,
+            **s.breakdown,
+            **({"train": acc.train, "val": acc.val, "test": acc.test} if acc else {}),
+        }
     )
-    if len(s.breakdown_per_worker_s) > 1:
-        out(f"Breakdown across {len(s.breakdown_per_worker_s)} workers, mean +- std per epoch:")
-        for k in ("epoch", *BREAKDOWN_KEYS):
-            v = torch.tensor([w[k] for w in s.breakdown_per_worker_s], dtype=torch.float64)
-            out(f"  {k:<12} {v.mean():.4f}s +- {v.std(correction=0):.4f}s")
-        frac = [w["bubble"] / w["epoch"] for w in s.breakdown_per_worker_s if w["epoch"] > 0]
-        out(f"  bubble fraction {sum(frac) / max(len(frac), 1):.3f} of the epoch (mean over workers)")
-    out("Communication per epoch, cluster-wide (measured | analytic):")
-    for kind in ("layer", "graph", "weight"):
-        m, a = s.comm_bytes_per_epoch[kind], s.comm_bytes_per_epoch_analytic[kind]
-        out(f"  {kind:<7} {format_bytes(m):>12} | {format_bytes(a):>12}")
-    total = sum(s.comm_bytes_per_epoch.values())
-    out(f"  {'total':<7} {format_bytes(total):>12}")
-    mem = ", ".join(f"rank{r} {format_bytes(b)}" for r, b in enumerate(s.peak_memory_bytes))
-    out(f"Peak memory per worker ({world}): {mem}")
-    if any(s.memory):
-        out("Memory per worker (bytes held by kind; peak growth by phase):")
-        for r, d in enumerate(s.memory):
-            out(f"  rank{r}: " + ", ".join(f"{k} {format_bytes(v)}" for k, v in d.items()))
-    out(f"Highest valid acc {s.best_val_acc:.4f} at epoch {s.best_epoch}; target test acc {s.test_acc:.4f}")
-
-
-def _write_outputs(s: RunSummary, rows: list[dict], metrics_out, run_dir) -> None:
-    """The run directory's files first: a metrics path that fails after all cannot lose them."""
-    if run_dir is not None:
-        d = Path(run_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "summary.json").write_text(json.dumps(s.to_json(), indent=2))
-        keys = ["epoch", "time", "loss", *BREAKDOWN_KEYS, "train", "val", "test"]
-        with open(d / "epochs.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(rows)
-    if metrics_out is not None:
-        p = Path(metrics_out)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(s.to_json(), indent=2))
+    if progress.enabled and acc is None:  # the bar replaces the line on screen, never in the log file
+        progress.update(epoch, s.loss)
+        out(_epoch_line(epoch, s, acc), screen=False)
+    else:
+        progress.clear()
+        out(_epoch_line(epoch, s, acc))
+    board.epoch(epoch, s, acc)
+    if t.checkpoint_every and (epoch + 1) % t.checkpoint_every == 0 and run_dir is not None:
+        on_phase(f"epoch {epoch} (checkpoint)")
+        save_run_checkpoint(cfg, executor, run_dir, epoch, st)
 
 
 def timestamp() -> str:
