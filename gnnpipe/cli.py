@@ -1,4 +1,4 @@
-"""Command line: ``gnnpipe train | partition | profile | schedule | config | world-size | info``.
+"""Command line: ``gnnpipe train | partition | profile | plan | schedule | config | world-size | info``.
 
 The only module that parses argv. User errors (bad config, bad data) print one clear line and exit 2,
 never a traceback.
@@ -125,6 +125,30 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from gnnpipe.config import load_config
+    from gnnpipe.plan.costs import parse_link
+    from gnnpipe.plan.planner import plan_command
+    from gnnpipe.plan.report import parse_memory, parse_projection
+
+    return plan_command(
+        load_config(args.config, args.overrides),
+        workers=args.workers,
+        memory=parse_memory(args.memory) if args.memory is not None else None,
+        link=parse_link(args.link) if args.link is not None else None,
+        projections=[parse_projection(t) for t in args.project],
+        json_path=args.json,
+        config_path=args.write,
+        recalibrate=args.recalibrate,
+    )
+
+
+def _one_line_error(message: str):
+    """argparse's error for ``gnnpipe plan``, as one line and exit code 2."""
+    print(f"gnnpipe plan: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _count(minimum: int):
     """An argparse type: an integer >= ``minimum`` (argparse reports anything else, exit code 2)."""
 
@@ -231,6 +255,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the table as JSON here")
     p.set_defaults(func=_cmd_profile)
 
+    p = sub.add_parser("plan", help="predict epoch time, memory and bytes of ways x stages x chunks; rank; choose")
+    _add_config_args(p)
+    p.error = _one_line_error
+    p.add_argument("--workers", type=_count(1), required=True, help="how many workers to plan for")
+    p.add_argument("--memory", help="memory budget per worker, e.g. 24GB or 16GiB (default: none)")
+    p.add_argument("--link", help="the link instead of a probe: BANDWIDTH,LATENCY, e.g. 25GB/s,5us")
+    p.add_argument("--json", help="write every candidate and the chosen one (best) as JSON here")
+    p.add_argument("--write", metavar="CONFIG", help="write the chosen config here (runs with ./launch.sh CONFIG)")
+    p.add_argument(
+        "--project", action="append", default=[], help="also project, e.g. 8xGPU,link=300GB/s,2us,layer_ms=1.5"
+    )
+    p.add_argument("--recalibrate", action="store_true", help="measure again even if a calibration is cached")
+    p.set_defaults(func=_cmd_plan)
+
     p = sub.add_parser("world-size", help="print ways*stages of a config (used by launch.sh)")
     _add_config_args(p)
     p.add_argument(
@@ -270,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     from gnnpipe.train.stopping import StopRequested
     from gnnpipe.user_errors import USER_ERRORS
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["plan"]:  # newer commands: argument errors in one line
+        parser.error = _one_line_error
+    args = parser.parse_args(argv)
     liveness.LINE_PREFIX = f"gnnpipe {args.command}: error: "
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started as a background job (SIGINT inherited as
         signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored): a run must still stop on SIGINT

@@ -91,8 +91,9 @@ class ParallelConfig:
     cross_chunk_grad_scale: float = opt(2.0, "gradient factor along fresh cross-chunk reads (authors' estimate)")
     stage_split: str | list[int] = opt(
         "equal",
-        "layers per stage: equal (remainder to the first stages) or a list of counts summing to model.layers",
-        choices=("equal",),
+        "layers per stage: equal (remainder to the first stages), cost (min-max over the per-layer costs "
+        "calibrated by gnnpipe plan) or a list of counts summing to model.layers",
+        choices=("equal", "cost"),
     )
     partition: str = opt(
         "metis",

@@ -82,7 +82,7 @@ def validate(cfg: ExperimentConfig) -> None:
             cfg,
             "parallel.stage_split",
             p.stage_split,
-            f"'equal', or a list of {p.stages} positive layer counts summing to model.layers ({m.layers})",
+            f"'equal', 'cost', or a list of {p.stages} positive layer counts summing to model.layers ({m.layers})",
         )
 
     if t.epochs < 1:

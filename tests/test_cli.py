@@ -130,7 +130,7 @@ def test_config_prints_the_resolved_yaml(capsys, monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     "argv, fragment",
     [
-        (["config", "parallel.stage_split=cost"], "'cost'; allowed: equal"),
+        (["config", "parallel.stage_split=balanced"], "'balanced'; allowed: equal | cost"),
         (["config", "log.tensorbord=false"], "unknown key 'log.tensorbord'"),
         (["config", "--explain", "model.layers=4"], "--explain"),
     ],

@@ -86,9 +86,8 @@ BAD = {
         "parallel: {stage_split: balanced}\n",
         "parallel.stage_split",
         "'balanced'",
-        "equal | a list of int",
+        "equal | cost | a list of int",
     ),
-    "stage_split cost (removed)": ("parallel: {stage_split: cost}\n", "parallel.stage_split", "'cost'", "equal"),
     "log.tensorbord (unknown key)": ("log: {tensorbord: true}\n", "log.tensorbord", "tensorbord", "tensorboard"),
     "string for log.tensorboard": ("log: {tensorboard: maybe}\n", "log.tensorboard", "'maybe'", "true"),
     "string for recompute": ("parallel: {recompute: yes please}\n", "parallel.recompute", "'yes please'", "true"),
@@ -339,7 +338,7 @@ def test_explain_lists_every_key_with_type_default_and_description():
             assert allowed.split(" | ")[: len(choices)] == list(map(str, choices)), key
     assert by_key["dataset.path"][t:a].strip() == "str | None"
     assert by_key["log.tensorboard"][t:a].strip() == "bool"
-    assert by_key["parallel.stage_split"][a:d].strip() == "equal | a list of int"
+    assert by_key["parallel.stage_split"][a:d].strip() == "equal | cost | a list of int"
     assert by_key["model.arch"][a:d].strip() == "gcn | sage | gcnii | resgcn"
 
 

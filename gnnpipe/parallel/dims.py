@@ -41,7 +41,14 @@ class ParallelDims:
     def from_config(cls, cfg: ExperimentConfig) -> ParallelDims:
         """The degrees of ``cfg`` (already validated by config.py) with its layer split."""
         p = cfg.parallel
-        counts = list(p.stage_split) if isinstance(p.stage_split, list) else split_layers(cfg.model.layers, p.stages)
+        if isinstance(p.stage_split, list):
+            counts = list(p.stage_split)
+        elif p.stage_split == "cost":  # the min-max split over the calibrated layer costs (DESIGN §10)
+            from gnnpipe.plan.costs import cost_split_counts
+
+            counts = cost_split_counts(cfg)
+        else:
+            counts = split_layers(cfg.model.layers, p.stages)
         return cls(p.ways, p.stages, p.chunks, tuple(counts))
 
     # ------------------------------------------------------------------ sizes

@@ -1,0 +1,207 @@
+# .venv/bin/python experiments/bench_plan.py            (all runs; results in a fresh temp folder)
+# .venv/bin/python experiments/bench_plan.py --save     (results in experiments/results/plan/)
+"""Predicted against measured: ``gnnpipe plan``'s cost model checked on real ``./launch.sh`` runs (issue 14).
+
+For Cora (GCNII-8, h64) and a synthetic power-law graph (100k vertices), graph parallelism, pipelines and
+a hybrid run on local gloo workers. Each run's median epoch time after warm-up (from ``epochs.csv``), peak
+memory per worker and bytes per epoch by kind (run summary) are compared with the plan's prediction for the
+same degrees, from one calibration per graph (measured in this benchmark, at the threads each worker gets).
+Writes ``plan.csv``, ``plan.json`` and ``plan.png`` (predicted vs measured) into a fresh folder (``--save``:
+``experiments/results/plan/``), prints the worst relative errors and, last, ``ratio=<measured time of the
+plan's first choice / fastest measured>`` (the worst over the groups of runs with the same graph and worker
+count: the plan picks among exactly those).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from experiments.bench_memory import CONFIG  # noqa: E402
+
+GRAPHS = {
+    "cora": ["dataset.name=cora", "model.layers=8", "model.hidden=64"],
+    "powerlaw100k": [
+        "dataset.name=powerlaw", "dataset.num_nodes=100000", "dataset.avg_degree=10", "dataset.num_features=64",
+        "dataset.num_classes=8", "dataset.feature_norm=false", "model.layers=4", "model.hidden=32",
+    ],
+}  # fmt: skip
+RUNS = {  # (ways, stages, chunks)
+    "cora": [(2, 1, 2), (1, 2, 2), (1, 2, 4), (1, 2, 8), (4, 1, 4), (1, 4, 8), (2, 2, 4), (2, 2, 8)],
+    "powerlaw100k": [(2, 1, 2), (1, 2, 2), (1, 2, 4), (1, 2, 8), (2, 2, 4), (1, 4, 8)],
+}
+
+
+def overrides(graph: str, w: int, s: int, c: int, epochs: int, warmup: int) -> list[str]:
+    return [
+        *GRAPHS[graph], "model.arch=gcnii", "model.dropout=0.5", f"parallel.ways={w}", f"parallel.stages={s}",
+        f"parallel.chunks={c}", "parallel.stage_split=equal", f"train.epochs={epochs}", f"train.eval_every={epochs}",
+        f"train.warmup_epochs={warmup}", "log.progress=false",
+    ]  # fmt: skip
+
+
+def measure(graph: str, wsc: tuple[int, int, int], args, work: Path, env: dict) -> dict:
+    """One ``./launch.sh`` run: median epoch time after warm-up, peak memory per worker, bytes by kind."""
+    w, s, c = wsc
+    name = f"{graph}_W{w}S{s}C{c}"
+    out, logdir = work / f"{name}.json", work / "runs" / name
+    cmd = ["./launch.sh", CONFIG, *overrides(graph, w, s, c, args.epochs, args.warmup), f"log.dir={logdir}"]
+    cmd += ["--metrics-out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name}: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    summary = json.loads(out.read_text())
+    rows = list(csv.DictReader(open(next(logdir.rglob("epochs.csv")))))
+    key = "time" if "time" in rows[0] else next(k for k in rows[0] if "time" in k)
+    times = [float(r[key]) for r in rows[args.warmup :]]
+    return {
+        "epoch_time_s": statistics.median(times),
+        "epoch_times_s": times,
+        "peak_memory_bytes": summary["peak_memory_bytes"],
+        "bytes": {k: int(v) for k, v in summary["comm_bytes_per_epoch"].items()},
+    }
+
+
+def predictions(graph: str, runs: list, args) -> list[dict]:
+    """The calibration (measured once, then cached in this benchmark's cache) and every run's prediction."""
+    from gnnpipe.config import load_config
+    from gnnpipe.data import load_graph
+    from gnnpipe.partition.stages import split_layers
+    from gnnpipe.plan.planner import calibration_for
+    from gnnpipe.plan.search import Candidate, predict
+
+    out, g = [], None
+    for w, s, c in runs:
+        cfg = load_config(CONFIG, overrides(graph, w, s, c, args.epochs, args.warmup))
+        g = g or load_graph(cfg.dataset)
+        cal = calibration_for(cfg, g, w * s)
+        cand = Candidate(w, s, c, tuple(split_layers(cfg.model.layers, s)), "equal")
+        p = predict(cfg, g, cand, cal, first_epoch=args.warmup, orders=args.epochs - args.warmup)
+        out.append({**p.to_dict(), "calibration": cal.key, "link": cal.link.describe()})
+    return out
+
+
+def _tag(r: dict) -> str:
+    return f"{r['ways']}x{r['stages']} C={r['chunks']}"
+
+
+def rel(pred: float, meas: float) -> float:
+    return (pred - meas) / meas if meas else float("inf")
+
+
+def write_outputs(rows: list[dict], meta: dict, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plan.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=1))
+    keys = ["graph", "ways", "stages", "chunks", "strategy", "pred_epoch_s", "meas_epoch_s", "err_epoch",
+            "pred_peak_max", "meas_peak_max", "err_peak_max", "bytes_equal"]  # fmt: skip
+    with open(folder / "plan.csv", "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        wr.writeheader()
+        wr.writerows(rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, (p, m, unit, scale) in zip(
+        axes, [("pred_epoch_s", "meas_epoch_s", "s", 1), ("pred_peak_max", "meas_peak_max", "MB", 1e-6)], strict=True
+    ):
+        for g, marker in zip(GRAPHS, "os", strict=False):
+            sel = [r for r in rows if r["graph"] == g]
+            ax.scatter([r[m] * scale for r in sel], [r[p] * scale for r in sel], marker=marker, label=g)
+            for r in sel:
+                ax.annotate(f"{r['ways']}x{r['stages']} C{r['chunks']}", (r[m] * scale, r[p] * scale), fontsize=7)
+        lo = min(min(r[m], r[p]) for r in rows) * scale * 0.8
+        hi = max(max(r[m], r[p]) for r in rows) * scale * 1.2
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"measured ({unit})")
+        ax.set_ylabel(f"predicted ({unit})")
+        ax.set_title("epoch time" if unit == "s" else "peak memory, largest worker")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "plan.png", dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=8, help="epochs per run (the first --warmup are left out)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--only", choices=sorted(GRAPHS), help="one graph only")
+    ap.add_argument("--out", help="results folder (default: a fresh temp folder)")
+    ap.add_argument("--save", action="store_true", help="write into experiments/results/plan/")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="gnnpipe-bench-plan-"))
+    env = {**os.environ, "GNNPIPE_CACHE": str(work / "cache")}
+    os.environ["GNNPIPE_CACHE"] = env["GNNPIPE_CACHE"]
+    load = {"before": os.getloadavg()}
+    t0 = time.time()
+    rows = []
+    for graph in [args.only] if args.only else list(GRAPHS):
+        preds = predictions(graph, RUNS[graph], args)
+        for wsc, pred in zip(RUNS[graph], preds, strict=True):
+            meas = measure(graph, wsc, args, work, env)
+            row = {
+                "graph": graph, "ways": wsc[0], "stages": wsc[1], "chunks": wsc[2], "strategy": pred["strategy"],
+                "pred_epoch_s": pred["epoch_time_s"], "meas_epoch_s": meas["epoch_time_s"],
+                "pred_peak_max": max(pred["peak_memory_bytes"]), "meas_peak_max": max(meas["peak_memory_bytes"]),
+                "pred_peak": pred["peak_memory_bytes"], "meas_peak": meas["peak_memory_bytes"],
+                "pred_bytes": pred["bytes"], "meas_bytes": meas["bytes"], "bytes_equal": pred["bytes"] == meas["bytes"],
+                "breakdown": {k: pred[k] for k in ("compute_s", "comm_s", "bubble_s")},
+                "epoch_times_s": meas["epoch_times_s"], "link": pred["link"],
+            }  # fmt: skip
+            row["err_epoch"] = rel(row["pred_epoch_s"], row["meas_epoch_s"])
+            row["err_peak"] = [rel(p, m) for p, m in zip(row["pred_peak"], row["meas_peak"], strict=True)]
+            row["err_peak_max"] = max(row["err_peak"], key=abs)
+            rows.append(row)
+            print(
+                f"{graph:<13} {_tag(row)} epoch pred {row['pred_epoch_s']:.4f}s meas {row['meas_epoch_s']:.4f}s "
+                f"({row['err_epoch']:+.1%})  peak pred {row['pred_peak_max'] / 1e6:.0f} MB meas "
+                f"{row['meas_peak_max'] / 1e6:.0f} MB ({row['err_peak_max']:+.1%})  bytes equal {row['bytes_equal']}",
+                flush=True,
+            )
+    load["after"] = os.getloadavg()
+    ratios = {}
+    for graph in {r["graph"] for r in rows}:
+        for n in {r["ways"] * r["stages"] for r in rows if r["graph"] == graph}:
+            grp = [r for r in rows if r["graph"] == graph and r["ways"] * r["stages"] == n]
+            choice = min(grp, key=lambda r: r["pred_epoch_s"])
+            fastest = min(grp, key=lambda r: r["meas_epoch_s"])
+            ratios[f"{graph} {n} workers"] = choice["meas_epoch_s"] / fastest["meas_epoch_s"]
+            print(
+                f"{graph}, {n} workers: first choice {choice['ways']}x{choice['stages']} C={choice['chunks']} "
+                f"measured {choice['meas_epoch_s']:.4f}s; fastest {fastest['ways']}x{fastest['stages']} "
+                f"C={fastest['chunks']} {fastest['meas_epoch_s']:.4f}s"
+            )
+    meta = {"epochs": args.epochs, "warmup": args.warmup, "loadavg": load, "wall_s": time.time() - t0,
+            "cores": os.cpu_count(), "ratios": ratios, "graphs": GRAPHS}  # fmt: skip
+    folder = REPO / "experiments" / "results" / "plan" if args.save else Path(args.out or work / "results")
+    write_outputs(rows, meta, folder)
+    worst_t = max(rows, key=lambda r: abs(r["err_epoch"]))
+    worst_m = max(rows, key=lambda r: abs(r["err_peak_max"]))
+    print(f"worst epoch-time error {worst_t['err_epoch']:+.1%} ({worst_t['graph']} {_tag(worst_t)})")
+    print(f"worst peak-memory error {worst_m['err_peak_max']:+.1%} ({worst_m['graph']} {_tag(worst_m)})")
+    print(f"bytes equal in {sum(r['bytes_equal'] for r in rows)} of {len(rows)} runs")
+    print(f"load average before {load['before'][0]:.2f}, after {load['after'][0]:.2f}; {meta['wall_s']:.0f}s")
+    print(f"results: {folder}")
+    print(f"ratio={max(ratios.values()):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""Calibration on the device at hand (DESIGN §10): what one action costs, what one row holds, what a link does.
+
+Compute: the real engine runs on one worker (W = S = 1) at the thread count each planned worker will have,
+at two chunk counts so that chunk sizes vary; every action is timed (warm-up epochs first, then timed
+epochs) and each op of each layer gets a fit ``seconds = a + per_row * rows + per_edge * in_edges`` (non-
+negative least squares over chunks and epochs). Memory: the same runs' memory reports (DESIGN §7: bytes by
+kind, peak growth by phase) give bytes per vertex, layer and channel. Link: a gloo ping-pong between two
+local workers (latency, bandwidth), or what the user gives (``--link 25GB/s,5us``). A calibration is cached
+per (device, threads, model, graph) in the cache directory and reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gnnpipe.config import ExperimentConfig, config_from_dict, config_to_dict
+from gnnpipe.plan.costs import Calibration, Fit, Link, calibration_key, load_cached, save_calibration
+
+__all__ = ["calibrate", "probe_link"]
+
+
+def _timed_worker(cfg_dict: dict, threads: int, warmup: int, epochs: int) -> dict:
+    """On one worker: the engine at W = S = 1; every action of the timed epochs with its seconds."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from gnnpipe.parallel.engine import _STEP_OPS
+    from gnnpipe.train.run import make_executor
+
+    cfg = config_from_dict(cfg_dict, "plan calibration")
+    ex = make_executor(cfg)
+    records: list[tuple[str, int, int, float]] = []
+    timing = [False]
+
+    def wrap(fn, op: str):
+        def timed(*args):
+            t0 = time.perf_counter()
+            out = fn(*args)
+            if timing[0]:
+                act = args[-1]
+                records.append((op, act.chunk, act.layer, time.perf_counter() - t0))
+            return out
+
+        return timed
+
+    for op, name in _STEP_OPS.items():
+        setattr(ex.steps, name, wrap(getattr(ex.steps, name), op.value))
+    for name in ("reduce_loss", "step"):
+        setattr(ex, name, wrap(getattr(ex, name), name))
+    try:
+        walls = []
+        for e in range(warmup + epochs):
+            timing[0] = e >= warmup
+            stats = ex.train_epoch(e)
+            if timing[0]:
+                walls.append(stats.time)
+        ex.evaluate()
+        units = [(u.n, u.a_in.nnz + u.a_ext.nnz) for u in ex.layout.units]
+        params = sum(q.numel() for q in ex.params)
+        return {"records": records, "walls": walls, "units": units, "params": params, "memory": ex.memory_report()}
+    finally:
+        ex.close()
+
+
+def _fit(points: list[tuple[int, int, float]]) -> Fit:
+    from scipy.optimize import nnls
+
+    a = np.array([[1.0, r, e] for r, e, _ in points])
+    y = np.array([t for _, _, t in points])
+    scale = a.max(axis=0)
+    coef, _ = nnls(a / scale, y)
+    coef = coef / scale
+    return Fit(float(coef[0]), float(coef[1]), float(coef[2]))
+
+
+def _link_worker(sizes: list[int], reps: int) -> list[float]:
+    import torch
+
+    from gnnpipe.parallel.comm import Comm
+    from gnnpipe.parallel.dims import ParallelDims
+
+    comm = Comm.init(ParallelDims(1, 2, 2, (1, 1)), timeout_s=60.0)
+    peer = 1 - comm.rank
+    out = []
+    for n in sizes:
+        buf = torch.zeros(max(n // 4, 1))
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            if comm.rank == 0:
+                comm.exchange({peer: buf}, {}, kind="control")
+                comm.exchange({}, {peer: buf}, kind="control")
+            else:
+                comm.exchange({}, {peer: buf}, kind="control")
+                comm.exchange({peer: buf}, {}, kind="control")
+            times.append((time.perf_counter() - t0) / 2)
+        out.append(statistics.median(times))
+    comm.close()
+    return out
+
+
+def probe_link(reps: int = 7) -> Link:
+    """Latency and bandwidth of a local gloo link (ping-pong between two workers; a line through them)."""
+    from gnnpipe.parallel.spawn import run_workers
+
+    sizes = [4, 1 << 16, 1 << 20, 1 << 23]
+    times = run_workers(_link_worker, 2, sizes, reps, timeout_s=120.0)[0].value
+    slope, icept = np.polyfit(np.array(sizes, dtype=float), np.array(times), 1)
+    return Link(latency_s=max(float(icept), float(times[0]) * 0.5), bandwidth=1.0 / max(slope, 1e-15), source="probe")
+
+
+def calibrate(
+    cfg: ExperimentConfig,
+    graph,
+    *,
+    threads: int,
+    cores: int,
+    cache: Path,
+    link: Link | None = None,
+    chunk_counts: tuple[int, ...] = (2, 8),
+    warmup: int = 1,
+    epochs: int = 2,
+    refresh: bool = False,
+) -> Calibration:
+    """Measure (or load from ``cache``) the calibration of ``cfg``'s model and ``graph`` at ``threads`` threads.
+    Chunk sizes are the plan's rows and in-edges (as the planner's :class:`Geometry` counts them)."""
+    from gnnpipe.parallel.spawn import run_workers
+    from gnnpipe.plan.workload import geometry
+    from gnnpipe.train.run import plan_for
+
+    device = cfg.train.device
+    key = calibration_key(cfg, device, threads)
+    cached = None if refresh else load_cached(cache, key)
+    if cached is not None:
+        if link is None and cached.link.source != "probe":
+            link = probe_link()
+        return dataclasses.replace(cached, link=link) if link is not None else cached
+    points: dict[str, list[tuple[int, int, float]]] = {}
+    overhead, step, memory = [], [], {}
+    for chunks in chunk_counts:
+        par = {**config_to_dict(cfg)["parallel"], "ways": 1, "stages": 1, "chunks": chunks, "stage_split": "equal"}
+        d = {**config_to_dict(cfg), "parallel": par}
+        res = run_workers(_timed_worker, 1, d, threads, warmup, epochs, timeout_s=1800.0)[0].value
+        geo = geometry(plan_for(config_from_dict(d, "plan calibration"), graph))
+        units = list(zip(geo.rows, geo.edges, strict=True))
+        for op, chunk, layer, sec in res["records"]:
+            if op in ("reduce_loss", "step"):
+                if op == "step":
+                    step.append(sec / max(res["params"], 1))
+                continue
+            name = f"{op}@{layer}" if layer >= 0 else op
+            points.setdefault(name, []).append((units[chunk][0], units[chunk][1], sec))
+        acted = sum(sec for *_, sec in res["records"]) / max(len(res["walls"]), 1)
+        overhead.append(max(statistics.median(res["walls"]) - acted, 0.0))
+        memory[f"C{chunks}"] = {**res["memory"], "rows": sum(u[0] for u in units), "edges": sum(u[1] for u in units)}
+    cal = Calibration(
+        key=key,
+        device=device,
+        threads=threads,
+        cores=cores,
+        fits={name: _fit(p) for name, p in sorted(points.items())},
+        step_per_elem_s=statistics.median(step) if step else 0.0,
+        epoch_overhead_s=statistics.median(overhead),
+        link=link or probe_link(),
+        memory={"runs": memory, "chunk_counts": list(chunk_counts)},
+    )
+    save_calibration(cache, cal)
+    return cal

@@ -1,0 +1,179 @@
+"""What a calibration is, where it is cached, and what ``parallel.stage_split: cost`` reads of it (DESIGN §10).
+
+Pure data and file lookup (no measurement, no processes: that is ``plan/calibrate.py``), so that
+``parallel/dims.py`` can resolve ``stage_split: cost`` from a cached calibration without importing the
+planner. A calibration is keyed by device, threads per worker, model config, dataset config (which names
+the graph), float type, recompute and the aggregation kernels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gnnpipe.config import ConfigError, ExperimentConfig
+
+__all__ = [
+    "Link", "Fit", "Calibration", "parse_link", "calibration_key", "cache_root", "load_cached", "save_calibration",
+    "layer_costs", "worker_threads", "cost_split_counts",
+]  # fmt: skip
+
+CALIBRATION_VERSION = 1
+_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+@dataclass(frozen=True)
+class Link:
+    latency_s: float
+    bandwidth: float  # bytes per second
+    source: str = "given"
+
+    def describe(self) -> str:
+        return f"{self.bandwidth / 1e9:.3g} GB/s, {self.latency_s * 1e6:.3g} us ({self.source})"
+
+
+def parse_link(text: str) -> Link:
+    """``"25GB/s,5us"`` (bandwidth in B/s with k/M/G/T or Ki/Mi/Gi prefixes; latency in s, ms, us or ns)."""
+    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([kKmMgGtT]i?)?B/s\s*,\s*([0-9.eE+-]+)\s*(s|ms|us|µs|ns)\s*", text)
+    try:
+        bw = float(m.group(1)) * _UNITS[(m.group(2) or "").lower()] if m else -1.0
+        lat = float(m.group(3)) * _TIME[m.group(4)] if m else -1.0
+    except ValueError:
+        bw = lat = -1.0
+    if not (bw > 0 and lat >= 0 and np.isfinite(bw) and np.isfinite(lat)):
+        raise ConfigError(f"--link {text!r}: expected BANDWIDTH,LATENCY such as 25GB/s,5us (bandwidth > 0)")
+    return Link(latency_s=lat, bandwidth=bw, source="given")
+
+
+@dataclass(frozen=True)
+class Fit:
+    """``seconds = a + per_row * rows + per_edge * edges`` of one op of one layer on one chunk."""
+
+    a: float
+    per_row: float
+    per_edge: float
+
+    def seconds(self, rows: float, edges: float) -> float:
+        return self.a + self.per_row * rows + self.per_edge * edges
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Everything measured: ``fits`` by op (``encode``, ``loss``, ``loss_b``, ``encode_b``, ``recompute``) or op
+    and layer (``pre@3``, ``agg@3``, ``agg_b@3``, ``pre_b@3``); ``step_per_elem_s`` (optimizer, per weight
+    element); ``epoch_overhead_s`` (per epoch outside the actions); ``memory``: the calibration runs' memory
+    facts (see :mod:`gnnpipe.plan.memory_model`)."""
+
+    key: str
+    device: str
+    threads: int
+    cores: int
+    fits: dict[str, Fit]
+    step_per_elem_s: float
+    epoch_overhead_s: float
+    link: Link
+    memory: dict
+
+    def seconds(self, op: str, layer: int, rows: float, edges: float) -> float:
+        fit = self.fits.get(f"{op}@{layer}") or self.fits.get(op)
+        return fit.seconds(rows, edges) if fit is not None else 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        return cls(
+            **{**d, "fits": {k: Fit(**v) for k, v in d["fits"].items()}, "link": Link(**d["link"])},
+        )
+
+
+def layer_costs(cal: Calibration, num_layers: int, rows: int, edges: int) -> list[float]:
+    """Seconds per GNN layer for the whole graph (forward + backward), the encoder added to the first layer
+    and the head and loss to the last: what ``stage_split: cost`` balances (min-max, partition/stages.py)."""
+    out = [
+        sum(cal.seconds(op, layer, rows, edges) for op in ("pre", "agg", "agg_b", "pre_b"))
+        for layer in range(num_layers)
+    ]
+    out[0] += cal.seconds("encode", -1, rows, edges) + cal.seconds("encode_b", -1, rows, edges)
+    out[-1] += cal.seconds("loss", -1, rows, edges) + cal.seconds("loss_b", -1, rows, edges)
+    return out
+
+
+def calibration_key(cfg: ExperimentConfig, device: str, threads: int) -> str:
+    """What a calibration depends on: device, threads, model, graph (dataset config), float type, recompute."""
+    from gnnpipe.kernels import describe
+
+    key = {
+        "version": CALIBRATION_VERSION,
+        "device": device,
+        "threads": threads,
+        "model": dataclasses.asdict(cfg.model),
+        "dataset": dataclasses.asdict(cfg.dataset),
+        "dtype": cfg.train.dtype,
+        "recompute": cfg.parallel.recompute,
+        "kernels": describe().split(":")[0] + describe().split("(")[-1].split(",")[0],
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _cache_path(cache: Path, key: str) -> Path:
+    return Path(cache) / f"plan_calibration_v{CALIBRATION_VERSION}_{key}.json"
+
+
+def load_cached(cache: Path, key: str) -> Calibration | None:
+    path = _cache_path(cache, key)
+    try:
+        return Calibration.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def cache_root() -> Path:
+    """The project's cache directory (``$GNNPIPE_CACHE``, default ``.cache/gnnpipe``; as ``train/run.py``)."""
+    return Path(os.environ.get("GNNPIPE_CACHE", ".cache/gnnpipe"))
+
+
+def save_calibration(cache: Path, cal: Calibration) -> Path:
+    """Write ``cal`` atomically into ``cache``."""
+    path = _cache_path(cache, cal.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(cal.to_dict(), indent=1))
+    tmp.replace(path)
+    return path
+
+
+def worker_threads(device: str, workers: int) -> int:
+    """Threads each of ``workers`` local workers gets: ``cores // workers`` on a CPU (as torchrun and
+    ``parallel/spawn.py`` set them), 0 on a GPU (one device per worker; threads do not matter)."""
+    if device.startswith("cuda"):
+        return 0
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+def cost_split_counts(cfg: ExperimentConfig) -> list[int]:
+    """``stage_split: cost``: the min-max layer split (partition/stages.py) over the calibrated per-layer costs
+    of ``cfg``'s model and graph, from the cached calibration at this run's threads per worker."""
+    from gnnpipe.partition.stages import split_layers
+
+    p = cfg.parallel
+    threads = worker_threads(cfg.train.device, p.ways * p.stages)
+    cal = load_cached(cache_root(), calibration_key(cfg, cfg.train.device, threads))
+    if cal is None:
+        raise ConfigError(
+            f"parallel.stage_split: cost needs a calibration of this model and graph at {threads} thread(s) per "
+            f"worker in {cache_root()}; run `gnnpipe plan --config F --workers {p.ways * p.stages}` first "
+            "(or use equal or a list of layer counts)"
+        )
+    ref = cal.memory["runs"][f"C{cal.memory['chunk_counts'][-1]}"]
+    costs = layer_costs(cal, cfg.model.layers, ref["rows"], ref["edges"])
+    return split_layers(cfg.model.layers, p.stages, costs=costs)

@@ -1,0 +1,183 @@
+"""Candidates for N workers, each predicted by simulating its schedule, filtered and ranked (DESIGN §10).
+
+Candidates: every ``W x S = N`` with ``S <= layers``; graph parallelism (``S = 1``) with one chunk per way;
+otherwise ``C = W * S * k`` for ``k`` in ``chunk_factors`` (chunks per way a multiple of the stage count, so the
+pipeline can fill); each with the equal layer split and, when it differs, the min-max split over the
+calibrated per-layer costs. A prediction is the mean simulated epoch over ``orders`` chunk orders (the orders
+the run will draw, from ``train.seed``), its mean per-worker compute / communication / bubble, the peak
+memory per worker and the bytes per epoch by kind; candidates over the memory budget are kept but marked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from dataclasses import dataclass
+
+import torch
+
+from gnnpipe.config import ExperimentConfig
+from gnnpipe.data.graph import Graph
+from gnnpipe.models.deep import build_model
+from gnnpipe.parallel.dims import ParallelDims
+from gnnpipe.parallel.schedule import position_order
+from gnnpipe.partition.stages import split_layers, stage_bounds
+from gnnpipe.plan.costs import Calibration, layer_costs
+from gnnpipe.plan.memory_model import predict_memory, stage_saved_per_row
+from gnnpipe.plan.simulate import Machine, simulate
+from gnnpipe.plan.workload import all_tasks, geometry
+
+__all__ = ["Candidate", "Prediction", "candidates", "predict", "rank", "strategy_name", "machine_of", "cost_vector"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    ways: int
+    stages: int
+    chunks: int
+    stage_split: tuple[int, ...]
+    split: str  # equal | cost
+
+    def config(self, cfg: ExperimentConfig) -> ExperimentConfig:
+        """``cfg`` with these degrees and the layer split as an explicit list."""
+        par = dataclasses.replace(
+            cfg.parallel, ways=self.ways, stages=self.stages, chunks=self.chunks, stage_split=list(self.stage_split)
+        )
+        return dataclasses.replace(cfg, parallel=par)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    candidate: Candidate
+    strategy: str
+    epoch_time_s: float
+    compute_s: float  # mean over workers
+    comm_s: float
+    bubble_s: float
+    peak_memory_bytes: tuple[int, ...]  # per worker, rank order
+    bytes: dict[str, int]  # per epoch, cluster-wide, by kind
+    fits_memory: bool
+
+    def to_dict(self) -> dict:
+        c = self.candidate
+        return {
+            "ways": c.ways, "stages": c.stages, "chunks": c.chunks, "stage_split": list(c.stage_split),
+            "split": c.split, "strategy": self.strategy, "epoch_time_s": self.epoch_time_s,
+            "compute_s": self.compute_s, "comm_s": self.comm_s, "bubble_s": self.bubble_s,
+            "peak_memory_bytes": list(self.peak_memory_bytes), "bytes": dict(self.bytes),
+            "fits_memory": self.fits_memory,
+        }  # fmt: skip
+
+
+def strategy_name(ways: int, stages: int) -> str:
+    if ways == stages == 1:
+        return "single"
+    return "graph" if stages == 1 else "pipeline" if ways == 1 else "hybrid"
+
+
+def candidates(
+    cfg: ExperimentConfig, workers: int, *, num_nodes: int, cost: list[float] | None, chunk_factors=(1, 2, 4)
+) -> list[Candidate]:
+    """Every (W, S, C, split) for ``workers`` workers; ``cost``: per-layer costs for the min-max split."""
+    L = cfg.model.layers
+    out: list[Candidate] = []
+    for ways in (w for w in range(1, workers + 1) if workers % w == 0):
+        stages = workers // ways
+        if stages > L or ways > num_nodes:
+            continue
+        chunk_counts = [ways] if stages == 1 else sorted({ways * stages * k for k in chunk_factors})
+        splits = [("equal", tuple(split_layers(L, stages)))]
+        if cost is not None and stages > 1:
+            best = tuple(split_layers(L, stages, costs=cost))
+            if best != splits[0][1]:
+                splits.append(("cost", best))
+        for chunks in chunk_counts:
+            if chunks > num_nodes:
+                continue
+            out += [Candidate(ways, stages, chunks, split, kind) for kind, split in splits]
+    return out
+
+
+def machine_of(cal: Calibration, workers: int) -> Machine:
+    """The machine ``workers`` workers share: on a CPU, ``cores / threads`` of them compute at full speed."""
+    capacity = float("inf") if cal.threads == 0 else cal.cores / cal.threads
+    if cal.threads and workers * cal.threads <= cal.cores:
+        capacity = float("inf")
+    return Machine(capacity=capacity, latency_s=cal.link.latency_s, bandwidth=cal.link.bandwidth)
+
+
+def predict(
+    cfg: ExperimentConfig,
+    graph: Graph,
+    cand: Candidate,
+    cal: Calibration,
+    *,
+    memory_budget: int | None = None,
+    orders: int = 3,
+    first_epoch: int = 5,
+) -> Prediction:
+    """Simulate ``cand`` on ``graph`` with the calibration ``cal`` (its plan comes from the plan cache)."""
+    from gnnpipe.train.run import plan_for
+
+    ccfg = cand.config(cfg)
+    plan = plan_for(ccfg, graph)
+    geo = geometry(plan)
+    dims = ParallelDims(cand.ways, cand.stages, cand.chunks, cand.stage_split)
+    model = build_model(cfg.model, graph.num_features, graph.num_classes, seed=cfg.train.seed)
+    mdims = model.dims()
+    itemsize = torch.empty((), dtype=getattr(torch, cfg.train.dtype)).element_size()
+    params = [sum(q.numel() for q in model.stage_parameters(lo, hi)) for lo, hi in stage_bounds(cand.stage_split)]
+    machine = machine_of(cal, dims.world_size)
+    kw = dict(dims=dims, geo=geo, cal=cal, model=mdims, stage_params=params, itemsize=itemsize)
+    runs = []
+    p = cfg.parallel
+    for epoch in range(first_epoch, first_epoch + orders):
+        order = position_order(dims.chunks_per_way, epoch=epoch, seed=cfg.train.seed, mode=p.chunk_order, costs=None)
+        if p.chunk_order == "degree":
+            order = position_order(
+                dims.chunks_per_way, epoch=epoch, seed=cfg.train.seed, mode="degree", costs=_way_costs(geo, dims)
+            )
+        runs.append(simulate(all_tasks(order, recompute=p.recompute, **kw), machine))
+    last = runs[-1]
+    layer = sum(b for *_, b, label in last.messages if label == "layer")
+    graph_b = sum(b for *_, b, label in last.messages if label == "graph")
+    weight = sum(2 * (dims.ways - 1) * n * itemsize for n in params)
+    ref = cal.memory["runs"][f"C{cal.memory['chunk_counts'][-1]}"]
+    fdtype = torch.float64 if itemsize == 8 else torch.float32
+    probe = stage_saved_per_row(model, 0, cfg.model.layers, graph.num_features, fdtype)
+    ratio = ref["saved_for_backward"] / max(probe * ref["rows"], 1.0)
+    copies = 2 if (p.history_period > 1 or p.history_momentum > 0) else 1
+    mem = [
+        predict_memory(
+            dims=dims, rank=r, geo=geo, cal=cal, model=model, num_features=graph.num_features, itemsize=itemsize,
+            stage_params=params, total_params=sum(params), saved_ratio=ratio, history_copies=copies,
+        ).peak
+        for r in range(dims.world_size)
+    ]  # fmt: skip
+    return Prediction(
+        candidate=cand,
+        strategy=strategy_name(cand.ways, cand.stages),
+        epoch_time_s=statistics.mean(r.makespan for r in runs),
+        compute_s=statistics.mean(w.compute for r in runs for w in r.workers),
+        comm_s=statistics.mean(w.comm for r in runs for w in r.workers),
+        bubble_s=statistics.mean(w.bubble for r in runs for w in r.workers),
+        peak_memory_bytes=tuple(mem),
+        bytes={"layer": layer, "graph": graph_b, "weight": weight},
+        fits_memory=memory_budget is None or max(mem) <= memory_budget,
+    )
+
+
+def _way_costs(geo, dims: ParallelDims) -> torch.Tensor:
+    """In-edges per local chunk index summed over ways (the ``degree`` chunk order's key, as the layout's)."""
+    P = dims.chunks_per_way
+    return torch.tensor([sum(geo.edges[w * P + j] for w in range(dims.ways)) for j in range(P)], dtype=torch.float64)
+
+
+def rank(preds: list[Prediction]) -> list[Prediction]:
+    """Fastest first among those within the memory budget, then the others (fastest first)."""
+    return sorted(preds, key=lambda p: (not p.fits_memory, p.epoch_time_s, p.candidate.chunks))
+
+
+def cost_vector(cfg: ExperimentConfig, cal: Calibration) -> list[float]:
+    ref = cal.memory["runs"][f"C{cal.memory['chunk_counts'][-1]}"]
+    return layer_costs(cal, cfg.model.layers, ref["rows"], ref["edges"])

@@ -1,0 +1,222 @@
+"""Discrete-event simulation of one training epoch of every worker (DESIGN §10).
+
+Each worker runs its list of :class:`Task` in order, as the engine runs its action list (DESIGN §5). The
+dependencies between workers are the ones the engine has: a receive waits for the matching send (the k-th
+receive from a peer takes the k-th message that peer sent to it: transfers between two ranks are FIFO), a
+halo exchange posts its sends and waits for one message from every peer, a collective ends for all its
+members when the last one has arrived. A stage send is non-blocking but is retired before the next send to
+the same peer goes out (at most one in flight per direction, DESIGN §5), and a link carries one message at a
+time. Workers that compute at the same moment share the machine: each progresses at
+``min(1, capacity / active)`` of its calibrated speed (``capacity``: how many workers the cores run at full
+speed at once: ``cores / threads`` on a CPU, infinite when each worker has its own device).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Task", "Machine", "WorkerTimes", "SimResult", "simulate", "BREAKDOWN"]
+
+BREAKDOWN = ("compute", "comm", "bubble")
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Task:
+    """One step of a worker. ``kind``: ``compute`` (``seconds`` of work alone on the machine), ``send``
+    (``nbytes[0]`` to ``peers[0]``), ``recv`` (from ``peers[0]``), ``exchange`` (send ``nbytes[i]`` to
+    ``peers[i]`` and receive one message from each), ``collective`` (all of ``peers``, this worker included,
+    then ``seconds`` more), ``flush`` (until this worker's sends have arrived). ``bubble``: waiting in it
+    counts as pipeline fill/drain, not communication."""
+
+    kind: str
+    seconds: float = 0.0
+    peers: tuple[int, ...] = ()
+    nbytes: tuple[int, ...] = ()
+    bubble: bool = False
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Machine:
+    capacity: float  # workers computing at full speed at once (cores / threads on a CPU; inf with a device each)
+    latency_s: float  # per message
+    bandwidth: float  # bytes / s per link
+
+    def transfer_s(self, nbytes: int) -> float:
+        return self.latency_s + nbytes / self.bandwidth
+
+
+@dataclass
+class WorkerTimes:
+    """Seconds of one worker's epoch by what it was doing (``compute`` includes slow-down from sharing)."""
+
+    end: float = 0.0
+    compute: float = 0.0
+    comm: float = 0.0
+    bubble: float = 0.0
+
+
+@dataclass
+class SimResult:
+    workers: list[WorkerTimes]
+    messages: list[tuple[int, int, int, str]] = field(default_factory=list)  # (src, dst, bytes, label)
+
+    @property
+    def makespan(self) -> float:
+        return max(w.end for w in self.workers)
+
+
+class _Sim:
+    def __init__(self, tasks: list[list[Task]], m: Machine):
+        self.tasks, self.m = tasks, m
+        n = len(tasks)
+        self.idx = [0] * n
+        self.state = ["ready"] * n  # ready | compute | wait | blocked | done
+        self.remaining = [0.0] * n
+        self.until = [0.0] * n
+        self.started = [0.0] * n
+        self.posted = [False] * n
+        self.send_end = [0.0] * n  # exchange: when this worker's own sends have arrived
+        self.pending: dict[int, list[int]] = {}  # exchange: peers whose message has not been taken yet
+        self.now = 0.0
+        self.inbox: dict[tuple[int, int], list[float]] = {}  # (src, dst) -> arrival time of each message
+        self.taken: dict[tuple[int, int], int] = {}
+        self.link_free: dict[tuple[int, int], float] = {}
+        self.coll_seq: dict[tuple[int, tuple[int, ...]], int] = {}
+        self.coll: dict[tuple[tuple[int, ...], int], dict[int, float]] = {}
+        self.out = [WorkerTimes() for _ in range(n)]
+        self.messages: list[tuple[int, int, int, str]] = []
+
+    def post(self, src: int, dst: int, nbytes: int, t: float, label: str) -> float:
+        key = (src, dst)
+        arrival = max(t, self.link_free.get(key, 0.0)) + self.m.transfer_s(nbytes)
+        self.link_free[key] = arrival
+        self.inbox.setdefault(key, []).append(arrival)
+        self.messages.append((src, dst, nbytes, label))
+        return arrival
+
+    def take(self, src: int, dst: int) -> float | None:
+        key = (src, dst)
+        k = self.taken.get(key, 0)
+        box = self.inbox.get(key, [])
+        if k >= len(box):
+            return None
+        self.taken[key] = k + 1
+        return box[k]
+
+    def wait(self, i: int, t: float) -> None:
+        self.state[i], self.until[i] = "wait", max(t, self.now)
+
+    def start(self, i: int) -> bool:
+        """Begin (or retry) worker i's current task; True when its state changed."""
+        if self.idx[i] >= len(self.tasks[i]):
+            self.state[i] = "done"
+            self.out[i].end = self.now
+            return True
+        t = self.tasks[i][self.idx[i]]
+        if not self.posted[i]:
+            self.started[i] = self.now
+        if t.kind == "compute":
+            self.state[i], self.remaining[i] = "compute", t.seconds
+            return True
+        if t.kind == "send":
+            # retire the previous send to this peer first, then post (non-blocking)
+            t0 = max(self.now, self.link_free.get((i, t.peers[0]), 0.0))
+            self.post(i, t.peers[0], t.nbytes[0], t0, t.label)
+            self.wait(i, t0)
+            return True
+        if t.kind == "flush":  # wait until this worker's sends have arrived (before an epoch-end collective)
+            self.wait(i, max([self.now] + [v for (src, _), v in self.link_free.items() if src == i]))
+            return True
+        if t.kind == "recv":
+            arrival = self.take(t.peers[0], i)
+            if arrival is None:
+                changed, self.state[i], self.posted[i] = self.state[i] != "blocked", "blocked", True
+                return changed
+            self.wait(i, arrival)
+            return True
+        if t.kind == "exchange":
+            if not self.posted[i]:
+                self.send_end[i] = max(
+                    [self.now] + [self.post(i, p, b, self.now, t.label) for p, b in zip(t.peers, t.nbytes, strict=True)]
+                )
+                self.posted[i], self.state[i] = True, "blocked"
+                self.pending[i] = list(t.peers)
+            left = []
+            for p in self.pending[i]:
+                arrival = self.take(p, i)
+                if arrival is None:
+                    left.append(p)
+                else:
+                    self.send_end[i] = max(self.send_end[i], arrival)
+            self.pending[i] = left
+            if left:
+                return False
+            self.wait(i, self.send_end[i])
+            return True
+        if t.kind == "collective":
+            group = tuple(sorted(t.peers))
+            if not self.posted[i]:
+                seq = self.coll_seq.get((i, group), 0)
+                self.coll_seq[(i, group)] = seq + 1
+                self.coll.setdefault((group, seq), {})[i] = self.now
+                self.posted[i], self.state[i] = True, "blocked"
+                arrived = self.coll[(group, seq)]
+                if len(arrived) == len(group):
+                    end = max(arrived.values()) + t.seconds
+                    for j in group:
+                        self.wait(j, end)
+                return True
+            return False
+        raise ValueError(f"unknown task kind {t.kind!r}")
+
+    def finish(self, i: int) -> None:
+        t = self.tasks[i][self.idx[i]]
+        spent = self.now - self.started[i]
+        w = self.out[i]
+        if t.kind == "compute":
+            w.compute += spent
+        elif t.bubble:
+            w.bubble += spent
+        else:
+            w.comm += spent
+        self.idx[i] += 1
+        self.posted[i] = False
+        self.state[i] = "ready"
+
+    def run(self) -> SimResult:
+        n = len(self.tasks)
+        while True:
+            changed = True
+            while changed:
+                changed = False
+                for i in range(n):
+                    if self.state[i] in ("ready", "blocked") and self.start(i):
+                        changed = True
+                    if self.state[i] == "wait" and self.until[i] <= self.now + _EPS:
+                        self.finish(i)
+                        changed = True
+            if all(s == "done" for s in self.state):
+                return SimResult(self.out, self.messages)
+            active = [i for i in range(n) if self.state[i] == "compute"]
+            rate = min(1.0, self.m.capacity / len(active)) if active else 1.0
+            times = [self.until[i] for i in range(n) if self.state[i] == "wait"]
+            times += [self.now + self.remaining[i] / rate for i in active]
+            if not times:
+                stuck = {i: self.tasks[i][self.idx[i]] for i in range(n) if self.state[i] == "blocked"}
+                raise RuntimeError(f"simulated schedule deadlocks: {stuck}")
+            t_next = min(times)
+            for i in active:
+                self.remaining[i] -= (t_next - self.now) * rate
+            self.now = t_next
+            for i in active:
+                if self.remaining[i] <= _EPS * max(1.0, t_next):
+                    self.finish(i)
+
+
+def simulate(tasks: list[list[Task]], machine: Machine) -> SimResult:
+    """Run every worker's ``tasks`` from time 0; each worker's times by kind and the messages sent."""
+    if not machine.capacity > 0 or not machine.bandwidth > 0 or machine.latency_s < 0:
+        raise ValueError(f"machine needs capacity > 0, bandwidth > 0, latency >= 0; got {machine}")
+    return _Sim(tasks, machine).run()

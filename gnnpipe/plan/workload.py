@@ -1,0 +1,159 @@
+"""The engine's action list, costed (DESIGN §10): every worker's ``worker_schedule`` as simulator tasks.
+
+Each action of :func:`gnnpipe.parallel.schedule.worker_schedule` becomes one :class:`Task`: compute actions
+take the calibrated seconds of their op and layer for the chunk's rows and in-edges; stage sends and
+receives carry exactly the rows the engine sends (``rows * (boundary width + h0 width) * b``); halo
+exchanges the plan's ``halo_fwd`` / ``halo_bwd`` rows at the layer's aggregation width; the epoch end is the
+loss all-reduce over all workers (the drain), the weight all-reduce over the ways of a stage and the step.
+:class:`Geometry` is what a chunk plan contributes: per-chunk rows, in-edges and halo counts, per-way history
+and gradient-buffer rows (DESIGN §7).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from gnnpipe.models.deep import ModelDims
+from gnnpipe.parallel.dims import ParallelDims
+from gnnpipe.parallel.schedule import Op, worker_schedule
+from gnnpipe.partition.plan import ChunkPlan
+from gnnpipe.plan.costs import Calibration
+from gnnpipe.plan.simulate import Task
+
+__all__ = ["Geometry", "geometry", "worker_tasks", "all_tasks"]
+
+_COMPUTE = {Op.ENCODE, Op.PRE, Op.AGG, Op.LOSS, Op.LOSS_B, Op.AGG_B, Op.PRE_B, Op.ENCODE_B}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of one chunk plan: ``rows[c]``, ``edges[c]`` (in-edges of chunk c), ``halo_fwd[c][w2]`` and
+    ``halo_bwd[c][w2]`` (rows chunk c sends to way w2 forward / backward), per way ``hist_rows`` (rows its
+    history stores) and ``grad_rows`` (rows its gradient buffer covers)."""
+
+    num_nodes: int
+    ways: int
+    rows: tuple[int, ...]
+    edges: tuple[int, ...]
+    halo_fwd: tuple[tuple[int, ...], ...]
+    halo_bwd: tuple[tuple[int, ...], ...]
+    hist_rows: tuple[int, ...]
+    grad_rows: tuple[int, ...]
+
+    @property
+    def chunks(self) -> int:
+        return len(self.rows)
+
+    def way_rows(self, w: int) -> int:
+        p = self.chunks // self.ways
+        return sum(self.rows[w * p : (w + 1) * p])
+
+    def way_edges(self, w: int) -> int:
+        p = self.chunks // self.ways
+        return sum(self.edges[w * p : (w + 1) * p])
+
+
+def geometry(plan: ChunkPlan) -> Geometry:
+    """The sizes of ``plan`` the cost and memory models need (as ``parallel/layout.py`` derives them)."""
+    C, W = plan.num_chunks, plan.num_ways
+    fwd = tuple(tuple(plan.halo_fwd(c, w2).numel() for w2 in range(W)) for c in range(C))
+    bwd = tuple(tuple(plan.halo_bwd(c, w2).numel() for w2 in range(W)) for c in range(C))
+    hist, grad = [], []
+    for w in range(W):
+        mine = plan.chunks_of_way(w)
+        lo, hi = plan.way_range(w)
+        empty = torch.empty(0, dtype=torch.int64)
+        read = torch.unique(torch.cat([empty] + [plan.ext(c) for c in mine]))
+        by_others = [plan.halo_fwd(c, w2) for c in mine for w2 in range(W) if w2 != w]
+        own_read = read[(read >= lo) & (read < hi)]
+        hist.append(int(read.numel()))
+        grad.append(int(torch.unique(torch.cat([empty, own_read, *by_others])).numel()))
+    counts = plan.block_counts.sum(1)
+    return Geometry(
+        num_nodes=plan.num_nodes,
+        ways=W,
+        rows=tuple(int(x) for x in plan.chunk_sizes()),
+        edges=tuple(int(x) for x in counts),
+        halo_fwd=fwd,
+        halo_bwd=bwd,
+        hist_rows=tuple(hist),
+        grad_rows=tuple(grad),
+    )
+
+
+def _collective_s(cal: Calibration, n: int, nbytes: float) -> float:
+    """A ring all-reduce of ``nbytes`` over ``n`` workers: 2(n-1) steps of a 1/n share each."""
+    if n <= 1:
+        return 0.0
+    return 2 * (n - 1) * (cal.link.latency_s + nbytes / n / cal.link.bandwidth)
+
+
+def worker_tasks(
+    order: list[int],
+    *,
+    dims: ParallelDims,
+    rank: int,
+    geo: Geometry,
+    cal: Calibration,
+    model: ModelDims,
+    stage_params: list[int],
+    itemsize: int,
+    recompute: bool = False,
+) -> list[Task]:
+    """The tasks of worker ``rank`` in one training epoch with chunk ``order`` (local indices)."""
+    way, stage = dims.coords(rank)
+    lo, hi = dims.layer_range(stage)
+    P = dims.chunks_per_way
+    h0 = model.h0_width
+    out: list[Task] = []
+    for act in worker_schedule(order, dims=dims, stage=stage, recompute=recompute):
+        c = way * P + act.chunk if act.chunk >= 0 else -1
+        n, e = (geo.rows[c], geo.edges[c]) if c >= 0 else (0, 0)
+        op = act.op
+        if op in _COMPUTE:
+            out.append(Task("compute", cal.seconds(op.value, act.layer, n, e), label=str(act)))
+        elif op == Op.RECOMPUTE:
+            fit = cal.fits.get("recompute")
+            fwd = sum(cal.seconds(o, lyr, n, e) for lyr in range(lo, hi) for o in ("pre", "agg"))
+            sec = fit.seconds(n, e) if fit else fwd
+            out.append(Task("compute", sec, label=str(act)))
+        elif op in (Op.RECV_ACT, Op.SEND_ACT, Op.RECV_GRAD, Op.SEND_GRAD):
+            to_next = op in (Op.SEND_ACT, Op.RECV_GRAD)
+            peer = dims.rank(way, stage + 1 if to_next else stage - 1)
+            width = model.boundary_widths[(hi if to_next else lo) - 1] + h0
+            if op in (Op.SEND_ACT, Op.SEND_GRAD):
+                out.append(Task("send", peers=(peer,), nbytes=(n * width * itemsize,), label="layer"))
+            else:
+                first = act.pos == (0 if op == Op.RECV_ACT else P - 1)
+                out.append(Task("recv", peers=(peer,), bubble=first, label="layer"))
+        elif op in (Op.HALO, Op.HALO_B):
+            table = geo.halo_fwd if op == Op.HALO else geo.halo_bwd
+            others = [w2 for w2 in range(dims.ways) if w2 != way]
+            width = model.agg_widths[act.layer]
+            sizes = tuple(table[c][w2] * width * itemsize for w2 in others)
+            peers = tuple(dims.rank(w2, stage) for w2 in others)
+            out.append(Task("exchange", peers=peers, nbytes=sizes, label="graph"))
+        elif op == Op.REDUCE_LOSS:
+            out.append(Task("flush", label="layer"))
+            world = tuple(range(dims.world_size))
+            sec = 2 * math.ceil(math.log2(max(len(world), 1))) * cal.link.latency_s if len(world) > 1 else 0.0
+            out.append(Task("collective", sec, peers=world, bubble=True, label="control"))
+        elif op == Op.ALLREDUCE:
+            ranks = tuple(dims.stage_ranks(stage))
+            sec = _collective_s(cal, len(ranks), stage_params[stage] * itemsize)
+            out.append(Task("collective", sec, peers=ranks, label="weight"))
+        elif op == Op.STEP:
+            sec = cal.step_per_elem_s * stage_params[stage] + cal.epoch_overhead_s
+            out.append(Task("compute", sec, label="step"))
+        else:
+            raise ValueError(f"no cost for action {act}")
+    return out
+
+
+def all_tasks(order: list[int], **kw) -> list[list[Task]]:
+    """Every worker's tasks (rank order) for one epoch."""
+    dims: ParallelDims = kw["dims"]
+    return [worker_tasks(order, rank=r, **kw) for r in range(dims.world_size)]

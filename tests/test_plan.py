@@ -1,0 +1,270 @@
+"""gnnpipe plan: the simulator against hand-computed cases, bytes equal to the profiler's, candidates, the CLI.
+
+No test here depends on this machine's speed: calibrations are made up (written into a temporary cache), and
+the simulator is checked against literal timelines.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gnnpipe.cli import main
+from gnnpipe.config import ConfigError, config_from_dict, load_config
+from gnnpipe.data import load_graph
+from gnnpipe.parallel.dims import ParallelDims
+from gnnpipe.plan.costs import (
+    Calibration,
+    Fit,
+    Link,
+    cache_root,
+    calibration_key,
+    parse_link,
+    save_calibration,
+    worker_threads,
+)
+from gnnpipe.plan.report import parse_memory, parse_projection, projected_calibration
+from gnnpipe.plan.search import Candidate, candidates, predict, rank
+from gnnpipe.plan.simulate import Machine, Task, simulate
+from gnnpipe.profile.volumes import volume_of
+from gnnpipe.train.run import plan_for
+
+INF = float("inf")
+FREE = Machine(capacity=INF, latency_s=0.0, bandwidth=1e30)
+
+
+# ---------------------------------------------------------------------------------------------- simulator
+def _pipeline_2x2(stage: int, f: float = 1.0, b: float = 2.0) -> list[Task]:
+    """A 2-stage pipeline with 2 chunks: forward f, backward b per chunk and stage, as worker_schedule orders it."""
+    t: list[Task] = []
+    for c in range(2):
+        if stage == 1:
+            t.append(Task("recv", peers=(0,), bubble=c == 0))
+        t.append(Task("compute", f))
+        if stage == 0:
+            t.append(Task("send", peers=(1,), nbytes=(100,)))
+    for c in range(2):
+        if stage == 0:
+            t.append(Task("recv", peers=(1,), bubble=c == 0))
+        t.append(Task("compute", b))
+        if stage == 1:
+            t.append(Task("send", peers=(0,), nbytes=(100,)))
+    t.append(Task("flush"))
+    t.append(Task("collective", peers=(0, 1), bubble=True))
+    return t
+
+
+def test_two_stage_two_chunk_pipeline_makespan_and_bubble():
+    # stage 0: F0 [0,1] F1 [1,2], waits for B1 until 5, B1 [5,7], B0 [7,9]
+    # stage 1: waits 1, F0 [1,2] F1 [2,3] B1 [3,5] B0 [5,7], waits at the epoch end until 9
+    r = simulate([_pipeline_2x2(0), _pipeline_2x2(1)], FREE)
+    assert r.makespan == pytest.approx(9.0)
+    for w in r.workers:
+        assert w.compute == pytest.approx(6.0) and w.bubble == pytest.approx(3.0) and w.comm == pytest.approx(0.0)
+    assert [m[:3] for m in r.messages] == [(0, 1, 100)] * 2 + [(1, 0, 100)] * 2
+
+
+def test_link_latency_and_bandwidth_delay_the_receiver():
+    m = Machine(capacity=INF, latency_s=0.5, bandwidth=100.0)  # 100 bytes: 0.5 + 1.0 s
+    r = simulate([_pipeline_2x2(0), _pipeline_2x2(1)], m)
+    # stage 0 sends F0 at 1 (arrives 2.5); the send of F1 at 2 first retires F0's (until 2.5): arrives 4.
+    # stage 1: F0 [2.5, 3.5], F1 [4, 5], B1 [5, 7] (arrives 8.5), B0 [7, 9] (arrives 10.5);
+    # stage 0: B1 [8.5, 10.5], B0 [10.5, 12.5]
+    assert r.makespan == pytest.approx(12.5)
+    assert r.workers[0].comm == pytest.approx(0.5) and r.workers[0].bubble == pytest.approx(8.5 - 2.5)
+
+
+def test_workers_share_the_cores():
+    two = [[Task("compute", 1.0)], [Task("compute", 1.0)]]
+    shared = simulate(two, Machine(capacity=1.0, latency_s=0.0, bandwidth=1.0))
+    assert [w.end for w in shared.workers] == pytest.approx([2.0, 2.0])
+    uneven = [[Task("compute", 1.0)], [Task("compute", 3.0)]]  # both at half speed until 2, then full
+    r = simulate(uneven, Machine(capacity=1.0, latency_s=0.0, bandwidth=1.0))
+    assert [w.end for w in r.workers] == pytest.approx([2.0, 4.0])
+
+
+def test_exchange_and_collective_wait_for_the_slowest():
+    m = Machine(capacity=INF, latency_s=0.25, bandwidth=1e30)
+    w0 = [Task("compute", 1.0), Task("exchange", peers=(1,), nbytes=(8,)), Task("collective", 0.5, peers=(0, 1))]
+    w1 = [Task("compute", 3.0), Task("exchange", peers=(0,), nbytes=(8,)), Task("collective", 0.5, peers=(0, 1))]
+    r = simulate([w0, w1], m)
+    # w1 posts at 3, its rows reach w0 at 3.25; both leave the exchange at 3.25, the collective ends at 3.75
+    assert [w.end for w in r.workers] == pytest.approx([3.75, 3.75])
+    assert r.workers[0].comm == pytest.approx(2.25 + 0.5)
+
+
+def test_a_receive_without_a_send_is_a_deadlock():
+    with pytest.raises(RuntimeError, match="deadlock"):
+        simulate([[Task("recv", peers=(1,))], [Task("recv", peers=(0,))]], FREE)
+
+
+# ---------------------------------------------------------------------------------------------- planner
+SBM = {"name": "sbm", "num_nodes": 240, "avg_degree": 6.0, "num_features": 12, "num_classes": 3}
+
+
+def _cfg(**par) -> object:
+    return config_from_dict(
+        {
+            "dataset": SBM,
+            "model": {"arch": "gcnii", "layers": 4, "hidden": 8, "dropout": 0.5},
+            "parallel": {"partition": "contiguous", **par},
+            "train": {"epochs": 3, "eval_every": 3, "warmup_epochs": 1},
+            "log": {"progress": False},
+        }
+    )
+
+
+def _mem_run(rows: int, edges: int) -> dict:
+    return {
+        "graph_structures": 30 * edges, "features_labels": rows * (12 * 4 + 11), "weights_optimizer": 10_000,
+        "history": 0, "history_grad": 0, "in_flight_max": 0, "eval_buffers": rows * 8 * 4 * 4,
+        "saved_for_backward": rows * 4 * 8 * 10, "dropout_masks": rows * 100, "baseline_rss": 300_000_000,
+        "peak_growth_load": 2_000_000, "end_growth_load": 1_000_000, "peak_growth_setup": 1_500_000,
+        "end_growth_setup": 1_500_000, "peak_growth_train": 3_000_000, "end_growth_train": 2_000_000,
+        "peak_growth_eval": 2_500_000, "end_growth_eval": 2_000_000, "rows": rows, "edges": edges,
+    }  # fmt: skip
+
+
+def fake_calibration(cfg, workers: int, *, encode_cost: float = 1e-6) -> Calibration:
+    """A made-up calibration of ``cfg`` at the threads ``workers`` workers get, keyed as a real one."""
+    layer = Fit(1e-4, 1e-6, 1e-7)
+    fits = {op: layer for op in ("pre", "agg", "agg_b", "pre_b", "loss", "loss_b")}
+    fits |= {"encode": Fit(1e-4, encode_cost, 0.0), "encode_b": Fit(1e-4, encode_cost, 0.0)}
+    threads = worker_threads(cfg.train.device, workers)
+    return Calibration(
+        key=calibration_key(cfg, cfg.train.device, threads), device="cpu", threads=threads, cores=2, fits=fits,
+        step_per_elem_s=1e-8, epoch_overhead_s=1e-3, link=Link(1e-4, 1e9, "probe"),
+        memory={"runs": {"C2": _mem_run(240, 1440), "C8": _mem_run(240, 1440)}, "chunk_counts": [2, 8]},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GNNPIPE_CACHE", str(tmp_path / "cache"))
+    return cache_root()
+
+
+@pytest.mark.parametrize("wsc", [(2, 1, 2), (1, 2, 4), (2, 2, 4), (1, 4, 8)])
+def test_predicted_bytes_equal_the_profiler(cache, wsc):
+    cfg = _cfg()
+    graph = load_graph(cfg.dataset)
+    w, s, c = wsc
+    cand = Candidate(w, s, c, tuple(ParallelDims.from_config(_cfg(ways=w, stages=s, chunks=c)).layer_counts), "equal")
+    pred = predict(cfg, graph, cand, fake_calibration(cfg, w * s), orders=1)
+    ccfg = cand.config(cfg)
+    vol = volume_of(ccfg, graph, plan_for(ccfg, graph))
+    assert pred.bytes == {"layer": vol.layer, "graph": vol.graph, "weight": vol.weight}
+    assert len(pred.peak_memory_bytes) == w * s and pred.epoch_time_s > 0
+    assert pred.compute_s > 0 and pred.bubble_s >= 0
+
+
+def test_candidates_respect_world_size_layers_and_memory(cache):
+    cfg = _cfg()
+    graph = load_graph(cfg.dataset)
+    cal = fake_calibration(cfg, 4)
+    cands = candidates(cfg, 4, num_nodes=graph.num_nodes, cost=[1.0, 1.0, 1.0, 5.0])
+    assert cands and all(c.ways * c.stages == 4 for c in cands)
+    assert all(c.stages <= 4 and c.chunks % c.ways == 0 and sum(c.stage_split) == 4 for c in cands)
+    assert {(c.ways, c.stages) for c in cands} == {(4, 1), (2, 2), (1, 4)}
+    assert any(c.split == "cost" and c.stage_split == (2, 1, 1) or c.stage_split == (2, 2) for c in cands)
+    assert not any(c.stages > 4 for c in candidates(_cfg(), 8, num_nodes=240, cost=None))  # 4 layers: S <= 4
+    preds = [predict(cfg, graph, c, cal, orders=1) for c in cands[:3]]
+    budget = sorted(max(p.peak_memory_bytes) for p in preds)[0]
+    limited = rank([predict(cfg, graph, c, cal, orders=1, memory_budget=budget) for c in cands[:3]])
+    assert all(max(p.peak_memory_bytes) <= budget for p in limited if p.fits_memory)
+    assert [p.fits_memory for p in limited] == sorted((p.fits_memory for p in limited), reverse=True)
+
+
+def test_stage_split_cost_reads_the_calibration(cache):
+    cfg = _cfg(stages=2, chunks=4, stage_split="cost")
+    with pytest.raises(ConfigError, match="stage_split: cost needs a calibration"):
+        ParallelDims.from_config(cfg)
+    save_calibration(cache, fake_calibration(cfg, 2, encode_cost=1e-3))  # an expensive encoder on layer 0
+    assert ParallelDims.from_config(cfg).layer_counts == (1, 3)
+    assert ParallelDims.from_config(_cfg(stages=2, chunks=4)).layer_counts == (2, 2)
+
+
+def test_parsers():
+    link = parse_link("25GB/s,5us")
+    assert link.bandwidth == 25e9 and link.latency_s == pytest.approx(5e-6)
+    assert parse_link("1 GiB/s, 2 ms").bandwidth == 2**30
+    assert parse_memory("24GB") == 24 * 10**9 and parse_memory("16GiB") == 16 * 2**30
+    proj = parse_projection("8xGPU,link=300GB/s,2us,layer_ms=1.5")
+    assert (proj.workers, proj.device, proj.layer_ms, proj.link.bandwidth) == (8, "GPU", 1.5, 300e9)
+    for bad, fn in (
+        ("fast", parse_link),
+        ("0GB/s,1us", parse_link),
+        ("lots", parse_memory),
+        ("8xGPU", parse_projection),
+    ):
+        with pytest.raises(ConfigError):
+            fn(bad)
+
+
+def test_projection_scales_to_the_given_layer_time():
+    cfg = _cfg()
+    cal = fake_calibration(cfg, 2)
+    proj = projected_calibration(cal, parse_projection("8xGPU,link=300GB/s,2us,layer_ms=2"), cfg)
+    from gnnpipe.plan.costs import layer_costs
+
+    costs = layer_costs(proj, 4, 240, 1440)
+    assert sum(costs) / 4 == pytest.approx(2e-3) and proj.threads == 0 and proj.link.bandwidth == 300e9
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+@pytest.fixture
+def config_file(tmp_path, cache):
+    from gnnpipe.config import config_to_yaml
+
+    cfg = _cfg()
+    path = tmp_path / "base.yaml"
+    path.write_text(config_to_yaml(cfg))
+    save_calibration(cache, fake_calibration(load_config(path), 2))
+    return path
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ([], "--workers"),
+        (["--workers", "0"], "--workers"),
+        (["--workers", "2", "--memory", "lots"], "--memory"),
+        (["--workers", "2", "--link", "fast"], "--link"),
+        (["--workers", "2", "--project", "8 GPUs"], "--project"),
+        (["--workers", "2", "--json", "/nonexistent/dir/p.json"], "--json"),
+        (["--workers", "2", "--bogus"], "--bogus"),
+    ],
+)
+def test_plan_argument_errors_are_one_line_exit_2(config_file, capsys, extra, needle):
+    try:
+        rc = main(["plan", "--config", str(config_file), *extra])
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_plan_json_and_written_config(config_file, tmp_path, capsys):
+    out_json, out_cfg = tmp_path / "plan.json", tmp_path / "best.yaml"
+    rc = main(["plan", "--config", str(config_file), "--workers", "2", "--memory", "64GB", "--json", str(out_json),
+               "--write", str(out_cfg), "--project", "8xGPU,link=300GB/s,2us,layer_ms=1"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0 and "compute" in text and "bubble" in text and "PROJECTION (not measured): 8 x GPU" in text
+    data = json.loads(out_json.read_text())
+    keys = {"ways", "stages", "chunks", "stage_split", "epoch_time_s", "peak_memory_bytes", "bytes"}
+    assert data["candidates"] and all(keys <= set(c) for c in data["candidates"])
+    assert all(set(c["bytes"]) == {"layer", "graph", "weight"} for c in data["candidates"])
+    assert (
+        data["best"] == data["candidates"][0]
+        and data["meta"]["projections"][0]["best"]["ways"] * data["meta"]["projections"][0]["best"]["stages"] == 8
+    )
+    chosen = load_config(out_cfg)
+    dims = ParallelDims.from_config(chosen)
+    assert dims.world_size == 2
+    best = data["best"]
+    assert (dims.ways, dims.stages, dims.chunks, list(dims.layer_counts)) == (
+        best["ways"], best["stages"], best["chunks"], best["stage_split"],
+    )  # fmt: skip
+    base = load_config(config_file)
+    assert (chosen.dataset, chosen.model, chosen.train) == (base.dataset, base.model, base.train)
