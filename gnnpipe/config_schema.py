@@ -110,6 +110,13 @@ class ParallelConfig:
         "per-chunk activation rematerialisation: keep each chunk's stage input and each layer's aggregation "
         "result, recompute the rest during backward (less memory, ~1 extra forward without aggregation)",
     )
+    history_dtype: str = opt(
+        "auto",
+        "storage of the historical rows (every boundary row a stage reads): auto (the model's dtype), float32, "
+        "float64, or bfloat16 (half of float32's memory; rows are rounded when stored, fresh reads too, while "
+        "compute stays in the model's dtype)",
+        choices=("auto", "float32", "float64", "bfloat16"),
+    )
     timeout_s: float = opt(120.0, "seconds any transfer may wait before the run fails")
     heartbeat_timeout_s: float = opt(
         6.0,

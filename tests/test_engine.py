@@ -138,9 +138,16 @@ WORLD2 = (
 )
 
 
+# Not exact (checked against their exact twins above instead): bfloat16 history.
+WORLD2_APPROX = [
+    cfg_dict("gcnii", 1, 2, 8, history_dtype="bfloat16"),
+    cfg_dict("gcnii", 2, 1, 8, history_dtype="bfloat16"),
+]
+
+
 @pytest.fixture(scope="module")
 def world2():
-    return run_group(2, WORLD2)
+    return run_group(2, WORLD2 + WORLD2_APPROX)
 
 
 @pytest.mark.parametrize(
@@ -153,6 +160,20 @@ def test_world2_equals_reference(world2, i):
     p = d["parallel"]
     exact = p["chunks"] == p["ways"]  # one position: no historical reads
     assert_equal_to_reference(d, world2[i], single_device=exact and d["dataset"] is CITESEER)
+
+
+@pytest.mark.parametrize("i", range(len(WORLD2_APPROX)))
+def test_bfloat16_history_halves_history_and_stays_close(world2, i):
+    """``parallel.history_dtype: bfloat16`` stores the history in 2 bytes per element (here against float64,
+    the model's dtype: a quarter) and trains nearly as the exact run: losses within 1e-2 relative, not equal."""
+    d = WORLD2_APPROX[i]
+    exact = {**d, "parallel": {k: v for k, v in d["parallel"].items() if k != "history_dtype"}}
+    got, want = world2[len(WORLD2) + i], world2[WORLD2.index(exact)]
+    for rank in range(2):
+        assert got[rank]["memory"]["history"] * 4 == want[rank]["memory"]["history"] > 0
+        for a, b in zip(got[rank]["losses"], want[rank]["losses"], strict=True):
+            assert abs(a - b) <= 1e-2 * abs(b)
+    assert got[0]["losses"][-1] != want[0]["losses"][-1]
 
 
 # ---------------------------------------------------------------------------------------------- 3 workers

@@ -24,7 +24,7 @@ from gnnpipe.models.deep import build_model
 from gnnpipe.models.ops import RowCtx
 from gnnpipe.parallel.comm import TRAIN_KINDS, Comm
 from gnnpipe.parallel.evaluate import Evaluator
-from gnnpipe.parallel.history import GradInbox, History
+from gnnpipe.parallel.history import GradInbox, History, history_dtype
 from gnnpipe.parallel.layout import Layout, build_layout, chunk_groups, exact_groups, prepare_operators
 from gnnpipe.parallel.schedule import BACKWARD_OPS, Action, Op, position_order, worker_schedule
 from gnnpipe.parallel.state import StageState
@@ -109,7 +109,8 @@ class Engine(StageState):
         del g, csr
         self.hist = History(
             self.layout.hist_rows, self.stage_model.dims.agg_widths[lo:hi], period=p.history_period,
-            momentum=p.history_momentum, dtype=self.dtype, device=self.device, grad_rows=0,
+            momentum=p.history_momentum, dtype=history_dtype(p.history_dtype, self.dtype), device=self.device,
+            grad_rows=0, compute_dtype=self.dtype,
         )  # fmt: skip
         self.inbox = GradInbox()
         self.clock = Clock(comm.rank)

@@ -22,7 +22,12 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["GradInbox", "History"]
+__all__ = ["GradInbox", "History", "history_dtype"]
+
+
+def history_dtype(name: str, model_dtype: torch.dtype) -> torch.dtype:
+    """``parallel.history_dtype`` as a torch dtype (``auto``: the model's)."""
+    return model_dtype if name == "auto" else getattr(torch, name)
 
 
 class History:
@@ -52,7 +57,8 @@ class History:
 
     def push(self, layer: int, rows: torch.Tensor | slice, values: torch.Tensor) -> None:
         """Store freshly computed (or received) aggregation inputs of ``rows``."""
-        self.Z[layer][rows] = values
+        z = self.Z[layer]
+        z[rows] = values.to(z.dtype)
 
     def pull(self, layer: int, rows: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
         """Rows for an aggregation: the latest ``Z`` where ``fresh`` else the historical ``H``. [len(rows), d]."""
