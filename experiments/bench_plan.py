@@ -52,6 +52,11 @@ def overrides(graph: str, w: int, s: int, c: int, epochs: int, warmup: int) -> l
     ]  # fmt: skip
 
 
+def _procs_running() -> int:
+    with open("/proc/stat") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("procs_running"))
+
+
 def measure(graph: str, wsc: tuple[int, int, int], args, work: Path, env: dict) -> dict:
     """One ``./launch.sh`` run: median epoch time after warm-up, peak memory per worker, bytes by kind."""
     w, s, c = wsc
@@ -59,9 +64,14 @@ def measure(graph: str, wsc: tuple[int, int, int], args, work: Path, env: dict) 
     out, logdir = work / f"{name}.json", work / "runs" / name
     cmd = ["./launch.sh", CONFIG, *overrides(graph, w, s, c, args.epochs, args.warmup), f"log.dir={logdir}"]
     cmd += ["--metrics-out", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
+    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        running = []
+        while proc.poll() is None:  # the machine's runnable processes while this run goes on (ours included)
+            running.append(_procs_running())
+            time.sleep(0.2)
+        _, stderr = proc.communicate(timeout=args.timeout)
     if proc.returncode != 0:
-        raise SystemExit(f"{name}: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"{name}: {' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
     summary = json.loads(out.read_text())
     rows = list(csv.DictReader(open(next(logdir.rglob("epochs.csv")))))
     key = "time" if "time" in rows[0] else next(k for k in rows[0] if "time" in k)
@@ -71,25 +81,30 @@ def measure(graph: str, wsc: tuple[int, int, int], args, work: Path, env: dict) 
         "epoch_times_s": times,
         "peak_memory_bytes": summary["peak_memory_bytes"],
         "bytes": {k: int(v) for k, v in summary["comm_bytes_per_epoch"].items()},
+        "procs_running": statistics.mean(running) if running else 0.0,
     }
 
 
 def predictions(graph: str, runs: list, args) -> list[dict]:
-    """The calibration (measured once, then cached in this benchmark's cache) and every run's prediction."""
+    """The calibration (measured once, then cached in this benchmark's cache) and every run's prediction. Each
+    run's graph is prepared here too (as a user's second run finds it): preparing is no part of a run."""
     from gnnpipe.config import load_config
     from gnnpipe.data import load_graph
+    from gnnpipe.partition.prepared import prepare
     from gnnpipe.partition.stages import split_layers
     from gnnpipe.plan.planner import calibration_for
     from gnnpipe.plan.search import Candidate, predict
+    from gnnpipe.train.run import cache_dir
 
     out, g = [], None
     for w, s, c in runs:
         cfg = load_config(CONFIG, overrides(graph, w, s, c, args.epochs, args.warmup))
         g = g or load_graph(cfg.dataset)
+        prepare(cfg, cache_dir(), g)
         cal = calibration_for(cfg, g, w * s)
         cand = Candidate(w, s, c, tuple(split_layers(cfg.model.layers, s)), "equal")
         p = predict(cfg, g, cand, cal, first_epoch=args.warmup, orders=args.epochs - args.warmup)
-        out.append({**p.to_dict(), "calibration": cal.key, "link": cal.link.describe()})
+        out.append({**p.to_dict(), "calibration": cal.key, "link": cal.link.describe(), "background": cal.background})
     return out
 
 
@@ -164,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pred_bytes": pred["bytes"], "meas_bytes": meas["bytes"], "bytes_equal": pred["bytes"] == meas["bytes"],
                 "breakdown": {k: pred[k] for k in ("compute_s", "comm_s", "bubble_s")},
                 "epoch_times_s": meas["epoch_times_s"], "link": pred["link"],
+                "background_at_calibration": pred["background"], "procs_running_during_run": meas["procs_running"],
             }  # fmt: skip
             row["err_epoch"] = rel(row["pred_epoch_s"], row["meas_epoch_s"])
             row["err_peak"] = [rel(p, m) for p, m in zip(row["pred_peak"], row["meas_peak"], strict=True)]

@@ -36,6 +36,7 @@ def _timed_worker(cfg_dict: dict, threads: int, warmup: int, epochs: int) -> dic
     ex = make_executor(cfg)
     records: list[tuple[str, int, int, float]] = []
     timing = [False]
+    running: list[int] = []  # runnable processes on the machine, sampled every 16th timed action
 
     def wrap(fn, op: str):
         def timed(*args):
@@ -44,6 +45,8 @@ def _timed_worker(cfg_dict: dict, threads: int, warmup: int, epochs: int) -> dic
             if timing[0]:
                 act = args[-1]
                 records.append((op, act.chunk, act.layer, time.perf_counter() - t0))
+                if len(records) % 16 == 0:
+                    running.append(_procs_running())
             return out
 
         return timed
@@ -62,9 +65,24 @@ def _timed_worker(cfg_dict: dict, threads: int, warmup: int, epochs: int) -> dic
         ex.evaluate()
         units = [(u.n, u.a_in.nnz + u.a_ext.nnz) for u in ex.layout.units]
         params = sum(q.numel() for q in ex.params)
-        return {"records": records, "walls": walls, "units": units, "params": params, "memory": ex.memory_report()}
+        return {
+            "records": records, "walls": walls, "units": units, "params": params, "memory": ex.memory_report(),
+            "background": max(statistics.mean(running) - 1, 0.0) if running else 0.0,
+        }  # fmt: skip
     finally:
         ex.close()
+
+
+def _procs_running() -> int:
+    """Runnable processes now (``procs_running`` of /proc/stat; 1 where unavailable: this one)."""
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("procs_running"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 1
 
 
 def _fit(points: list[tuple[int, int, float]]) -> Fit:
@@ -130,8 +148,9 @@ def calibrate(
     """Measure (or load from ``cache``) the calibration of ``cfg``'s model and ``graph`` at ``threads`` threads.
     Chunk sizes are the plan's rows and in-edges (as the planner's :class:`Geometry` counts them)."""
     from gnnpipe.parallel.spawn import run_workers
+    from gnnpipe.partition.prepared import prepare
     from gnnpipe.plan.workload import geometry
-    from gnnpipe.train.run import plan_for
+    from gnnpipe.train.run import cache_dir, plan_for
 
     device = cfg.train.device
     key = calibration_key(cfg, device, threads)
@@ -141,10 +160,11 @@ def calibrate(
             link = probe_link()
         return dataclasses.replace(cached, link=link) if link is not None else cached
     points: dict[str, list[tuple[int, int, float]]] = {}
-    overhead, step, memory = [], [], {}
+    overhead, step, memory, background = [], [], {}, []
     for chunks in chunk_counts:
         par = {**config_to_dict(cfg)["parallel"], "ways": 1, "stages": 1, "chunks": chunks, "stage_split": "equal"}
         d = {**config_to_dict(cfg), "parallel": par}
+        prepare(config_from_dict(d, "plan calibration"), cache_dir(), graph)  # the run opens it, as a 2nd run does
         res = run_workers(_timed_worker, 1, d, threads, warmup, epochs, timeout_s=1800.0)[0].value
         geo = geometry(plan_for(config_from_dict(d, "plan calibration"), graph))
         units = list(zip(geo.rows, geo.edges, strict=True))
@@ -155,6 +175,7 @@ def calibrate(
                 continue
             name = f"{op}@{layer}" if layer >= 0 else op
             points.setdefault(name, []).append((units[chunk][0], units[chunk][1], sec))
+        background.append(res["background"])
         acted = sum(sec for *_, sec in res["records"]) / max(len(res["walls"]), 1)
         overhead.append(max(statistics.median(res["walls"]) - acted, 0.0))
         memory[f"C{chunks}"] = {**res["memory"], "rows": sum(u[0] for u in units), "edges": sum(u[1] for u in units)}
@@ -168,6 +189,7 @@ def calibrate(
         epoch_overhead_s=statistics.median(overhead),
         link=link or probe_link(),
         memory={"runs": memory, "chunk_counts": list(chunk_counts)},
+        background=statistics.mean(background) if device == "cpu" else 0.0,
     )
     save_calibration(cache, cal)
     return cal

@@ -81,6 +81,7 @@ class Calibration:
     epoch_overhead_s: float
     link: Link
     memory: dict
+    background: float = 0.0  # other runnable processes while calibrating (CPU; see plan/simulate.py)
 
     def seconds(self, op: str, layer: int, rows: float, edges: float) -> float:
         fit = self.fits.get(f"{op}@{layer}") or self.fits.get(op)

@@ -101,9 +101,8 @@ def candidates(
 def machine_of(cal: Calibration, workers: int) -> Machine:
     """The machine ``workers`` workers share: on a CPU, ``cores / threads`` of them compute at full speed."""
     capacity = float("inf") if cal.threads == 0 else cal.cores / cal.threads
-    if cal.threads and workers * cal.threads <= cal.cores:
-        capacity = float("inf")
-    return Machine(capacity=capacity, latency_s=cal.link.latency_s, bandwidth=cal.link.bandwidth)
+    background = cal.background if capacity != float("inf") else 0.0
+    return Machine(capacity, cal.link.latency_s, cal.link.bandwidth, background=background)
 
 
 def predict(

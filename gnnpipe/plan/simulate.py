@@ -8,7 +8,9 @@ members when the last one has arrived. A stage send is non-blocking but is retir
 the same peer goes out (at most one in flight per direction, DESIGN §5), and a link carries one message at a
 time. Workers that compute at the same moment share the machine: each progresses at
 ``min(1, capacity / active)`` of its calibrated speed (``capacity``: how many workers the cores run at full
-speed at once: ``cores / threads`` on a CPU, infinite when each worker has its own device).
+speed at once: ``cores / threads`` on a CPU, infinite when each worker has its own device). With other
+runnable processes on the machine (``background``, sampled during calibration), the share is
+``min(1, capacity / (active + background))`` over the calibration's ``min(1, capacity / (1 + background))``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ class Machine:
     capacity: float  # workers computing at full speed at once (cores / threads on a CPU; inf with a device each)
     latency_s: float  # per message
     bandwidth: float  # bytes / s per link
+    background: float = 0.0  # other runnable processes (in worker units) when the calibration was measured
+
+    def rate(self, active: int) -> float:
+        """Speed of each of ``active`` computing workers relative to the one calibration worker: the cores are
+        shared by the active workers and the background, as they were by one worker and the background."""
+        if active <= 0 or self.capacity == float("inf"):
+            return 1.0
+        return min(1.0, self.capacity / (active + self.background)) / min(1.0, self.capacity / (1 + self.background))
 
     def transfer_s(self, nbytes: int) -> float:
         return self.latency_s + nbytes / self.bandwidth
@@ -200,7 +210,7 @@ class _Sim:
             if all(s == "done" for s in self.state):
                 return SimResult(self.out, self.messages)
             active = [i for i in range(n) if self.state[i] == "compute"]
-            rate = min(1.0, self.m.capacity / len(active)) if active else 1.0
+            rate = self.m.rate(len(active))
             times = [self.until[i] for i in range(n) if self.state[i] == "wait"]
             times += [self.now + self.remaining[i] / rate for i in active]
             if not times:
