@@ -219,10 +219,19 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line and exit code 2, like every other user error (its usage text would
+    be several lines); ``--help`` still prints the usage."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     import gnnpipe
 
-    parser = argparse.ArgumentParser(prog="gnnpipe", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="gnnpipe", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gnnpipe {gnnpipe.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

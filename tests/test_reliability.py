@@ -150,6 +150,33 @@ def test_a_killed_worker_ends_the_other_within_10s_naming_it(tmp_path):
     assert "rank 0 (way 0, stage 0, layers 0-1) failed in epoch" in line and "rank 1" in line
 
 
+@pytest.mark.parametrize("victim", [1, 0], ids=["rank1", "rank0-hosting-the-store"])
+def test_a_stopped_worker_is_detected_within_10s(tmp_path, victim):
+    """SIGSTOP: the worker is alive but silent (its heartbeat stops); the other names it and exits within 10 s
+    (parallel.heartbeat_timeout_s, 6 s). Rank 0 also hosts the store here (no launcher): its silence must not
+    block the other's watchdog either. The stopped process is continued and killed: nothing is left."""
+    procs = _start_workers(tmp_path)
+    other = procs[1 - victim]
+    try:
+        _wait_for_epoch(tmp_path, procs, 2)
+        t0 = time.monotonic()
+        procs[victim].send_signal(signal.SIGSTOP)
+        while other.poll() is None and time.monotonic() - t0 < 30:
+            time.sleep(0.02)
+        took = time.monotonic() - t0
+        print(f"SIGSTOP rank {victim}: rank {1 - victim} gone {took:.1f}s later")
+        assert other.returncode == 17, _stderr(tmp_path, 1 - victim)
+        assert took < 10.0, f"the stopped rank {victim} was noticed after {took:.1f}s"
+        line = _one_line(_stderr(tmp_path, 1 - victim))
+        assert f"rank {1 - victim} (way 0, stage {1 - victim}" in line and "hung" in line, line
+    finally:
+        procs[victim].send_signal(signal.SIGCONT)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=30)
+
+
 def test_a_bad_dataset_fails_in_setup_on_every_worker_at_once(tmp_path):
     """Rank 0 prepares the dataset and refuses it; rank 1 waits at the barrier: it must not wait timeout_s."""
     t0 = time.monotonic()

@@ -241,8 +241,12 @@ class Watchdog(threading.Thread):
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
-        beat = 0
+        """Every interval: signals, the backstop, then one store round in its own thread. A store round that
+        does not finish within ``dead_after_s`` means the store's host (rank 0, or the launcher) is hung, e.g.
+        SIGSTOPped: a store call to it would block this thread for good, so it never runs here."""
+        beat, answered = 0, [time.monotonic()]
         last_seen: dict[int, tuple[str, float]] = {}
+        pending: threading.Thread | None = None
         while not self._stop.is_set():
             sig = self._wait()
             if self._stop.is_set():
@@ -250,31 +254,45 @@ class Watchdog(threading.Thread):
             if sig is not None and not (self.on_signal is not None and self.on_signal(sig)):
                 self.interrupted(sig)
             self._backstop()
+            if pending is not None and pending.is_alive():
+                if time.monotonic() - answered[0] > self.dead_after:
+                    why = f"the rendezvous store has not answered for {self.dead_after:.0f}s"
+                    self._die(
+                        f"{self.describe(self.rank)} stopped: {why}; rank 0 or the launcher died or hung", EXIT_PEER
+                    )
+                continue
             beat += 1
-            try:
-                if not self._paused.is_set():
-                    self.store.set(f"gnnpipe/hb/{self.rank}", str(beat))
-                first = self.board.published()
-                if first is not None:
-                    self._die(f"{self.describe(self.rank)} stopped: {first}", EXIT_PEER)
-                now = time.monotonic()
-                for r in range(self.world):
-                    if r == self.rank:
-                        continue
-                    v = self.store.get(f"gnnpipe/hb/{r}").decode()
-                    if v in ("done", "busy"):
-                        last_seen.pop(r, None)
-                        continue
-                    if r not in last_seen or last_seen[r][0] != v:
-                        last_seen[r] = (v, now)
-                    elif now - last_seen[r][1] > self.dead_after:
-                        why = f"no heartbeat for {self.dead_after:.0f}s (worker died or hung)"
-                        self._die(f"{self.describe(self.rank)} stopped: lost {self.describe(r)}: {why}", EXIT_PEER)
-            except Exception as e:  # the store itself is gone: its host (rank 0 or the launcher) died
-                if self._stop.is_set():
-                    return
-                why = f"lost the rendezvous store ({type(e).__name__}: {str(e)[:200]}); rank 0 or the launcher died"
-                self._die(f"{self.describe(self.rank)} stopped: {why}", EXIT_PEER)
+            pending = threading.Thread(target=self._round, args=(beat, last_seen, answered), daemon=True)
+            pending.start()
+
+    def _round(self, beat: int, last_seen: dict[int, tuple[str, float]], answered: list[float]) -> None:
+        """Beat, read the failure board and the others' heartbeats (one store round)."""
+        try:
+            if not self._paused.is_set():
+                self.store.set(f"gnnpipe/hb/{self.rank}", str(beat))
+            first = self.board.published()
+            if first is not None:
+                self._die(f"{self.describe(self.rank)} stopped: {first}", EXIT_PEER)
+            now = time.monotonic()
+            for r in range(self.world):
+                if r == self.rank:
+                    continue
+                v = self.store.get(f"gnnpipe/hb/{r}").decode()
+                if v in ("done", "busy"):
+                    last_seen.pop(r, None)
+                    continue
+                if r not in last_seen or last_seen[r][0] != v:
+                    last_seen[r] = (v, now)
+                elif now - last_seen[r][1] > self.dead_after:
+                    why = f"no heartbeat for {self.dead_after:.0f}s (worker died or hung)"
+                    self._die(f"{self.describe(self.rank)} stopped: lost {self.describe(r)}: {why}", EXIT_PEER)
+            answered[0] = time.monotonic()
+        except Exception as e:  # the store itself is gone: its host (rank 0 or the launcher) died
+            if self._stop.is_set():
+                return
+            why = f"lost the rendezvous store ({type(e).__name__}: {str(e)[:200]})"
+            why += "; rank 0 or the launcher died or hung"
+            self._die(f"{self.describe(self.rank)} stopped: {why}", EXIT_PEER)
 
     def interrupted(self, sig: int) -> None:
         """End this worker for signal ``sig`` now: publish it (the others stop), report, exit ``128 + sig``."""
