@@ -47,6 +47,7 @@ def run_engine_configs(cfg_dicts: list[dict], epochs: int, record_actions: bool 
                 "orders": [eng.schedule(e)[1] for e in range(epochs)],
             }
         )
+        out[-1]["eval_bytes"] = comm.sent_by_kind()["eval"]  # one evaluation (above): what it sent
     if comm is not None:
         comm.close()
     return out

@@ -103,3 +103,11 @@ def test_compressed_runs_stay_close_to_the_exact_one(world4, strategy):
         assert all(r["losses"] == runs[0]["losses"] for r in runs)  # the loss is all-reduced: one value
         for a, b in zip(runs[0]["losses"], exact, strict=True):
             assert abs(a - b) <= tol * abs(b), (strategy, how, a, b)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_evaluation_traffic_is_never_compressed(world4, strategy):
+    """Evaluation is exact: it sends the same uncompressed bytes whatever the setting (DESIGN §4)."""
+    sent = {how: [r["eval_bytes"] for r in world4[CONFIGS.index(cfg_dict(strategy, how))]] for how in SETTINGS}
+    assert sum(sent["none"]) > 0
+    assert all(sent[how] == sent["none"] for how in SETTINGS), sent
