@@ -7,8 +7,9 @@ the way's history rows, gradient buffers over its gradient rows, what autograd s
 stage's modules counted with ``memory.SavedTensors`` on a few rows, scaled by the ratio the calibration run
 measured), the in-flight buffers and the evaluation buffers. Each phase's peak (load, setup, train, eval) is
 the kinds alive in it plus the residual that phase showed in calibration (allocator slack, library buffers,
-one chunk's transient working memory: linear in the chunk's rows). The predicted peak is the process baseline
-plus the largest phase.
+one chunk's transient working memory: linear in the chunk's rows); the eval phase (which also holds the
+training epochs after the first) is the larger of training and the evaluation buffers. The predicted peak is
+the process baseline plus the largest phase.
 """
 
 from __future__ import annotations
@@ -131,10 +132,12 @@ def predict_memory(
         + kinds["history_grad"]
         + kinds["in_flight_max"]
         + max(fit_at(residual("train", "setup", ("saved_for_backward", "history_grad")), chunk_rows), 0.0),
-        "eval": setup
-        + kinds["eval_buffers"]
-        + max(fit_at(residual("eval", "setup", ("eval_buffers",)), chunk_rows), 0.0),
     }
+    # the eval phase runs from the end of the first epoch through the first evaluation, so it holds the later
+    # training epochs too: the larger of a training epoch and the evaluation buffers, plus what it added in
+    # calibration beyond the training peak
+    extra = float(np.mean([max(r["peak_growth_eval"] - r["peak_growth_train"], 0) for r in runs]))
+    phases["eval"] = max(phases["train"], setup + kinds["eval_buffers"]) + extra
     baseline = float(np.mean([r["baseline_rss"] for r in runs]))
     phases = {k: int(v) for k, v in phases.items()}
     return WorkerMemory(kinds=kinds, phases=phases, peak=int(baseline + max(phases.values())))
