@@ -225,6 +225,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         source = str(path)
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"{source}: is a directory; expected a YAML config file")
         if not p.is_file():
             raise ConfigError(f"{source}: config file not found")
         try:

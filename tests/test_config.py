@@ -144,7 +144,7 @@ def test_missing_file(tmp_path):
 
 
 def test_directory_is_not_a_config(tmp_path):
-    assert "not found" in _error(tmp_path)
+    assert "is a directory; expected a YAML config file" in _error(tmp_path)
 
 
 @pytest.mark.parametrize("data", [{1: {}, "bogus": {}}, {"model": {1: 2, "arch": "gcn"}}], ids=["section", "key"])

@@ -31,6 +31,8 @@ SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 def require_file(path: str | Path, what: str) -> Path:
     """Return ``path`` as a Path if it is a file; otherwise raise GraphError saying what was expected there."""
     p = Path(path)
+    if p.is_dir():
+        raise GraphError(f"{what}: {str(p)!r} is a directory; expected a file")
     if not p.is_file():
         raise GraphError(f"{what}: file {str(p)!r} not found (expected it to exist)")
     return p

@@ -126,6 +126,8 @@ def read_npz(path: str | Path, name: str | None = None, *, seed: int = 0) -> Gra
     ``[N]`` int64 or ``[N, C]`` float32.
     """
     p = require_file(path, "npz dataset")
+    if not zipfile.is_zipfile(p):  # np.load would try it as a pickle and say so
+        raise GraphError(f"{p}: not an .npz file (a zip archive of .npy arrays, as numpy.savez writes)")
     try:
         with np.load(p, allow_pickle=False) as f:
             z = {k: f[k] for k in f.files}
