@@ -145,9 +145,12 @@ def cache(tmp_path, monkeypatch):
     return cache_root()
 
 
-@pytest.mark.parametrize("wsc", [(2, 1, 2), (1, 2, 4), (2, 2, 4), (1, 4, 8)])
-def test_predicted_bytes_equal_the_profiler(cache, wsc):
-    cfg = _cfg()
+@pytest.mark.parametrize(
+    "wsc, compress", [((2, 1, 2), "none"), ((1, 2, 4), "none"), ((2, 2, 4), "none"), ((1, 4, 8), "none"),
+                      ((2, 2, 4), "int8"), ((1, 2, 4), "bf16")],
+)  # fmt: skip
+def test_predicted_bytes_equal_the_profiler(cache, wsc, compress):
+    cfg = _cfg(compress=compress)
     graph = load_graph(cfg.dataset)
     w, s, c = wsc
     cand = Candidate(w, s, c, tuple(ParallelDims.from_config(_cfg(ways=w, stages=s, chunks=c)).layer_counts), "equal")

@@ -136,7 +136,8 @@ def predict(
             order = position_order(
                 dims.chunks_per_way, epoch=epoch, seed=cfg.train.seed, mode="degree", costs=_way_costs(geo, dims)
             )
-        runs.append(simulate(all_tasks(order, recompute=p.recompute, **kw), machine))
+        compress = getattr(p, "compress", "none")
+        runs.append(simulate(all_tasks(order, recompute=p.recompute, compress=compress, **kw), machine))
     last = runs[-1]
     layer = sum(b for *_, b, label in last.messages if label == "layer")
     graph_b = sum(b for *_, b, label in last.messages if label == "graph")

@@ -2,8 +2,9 @@
 
 Each action of :func:`gnnpipe.parallel.schedule.worker_schedule` becomes one :class:`Task`: compute actions
 take the calibrated seconds of their op and layer for the chunk's rows and in-edges; stage sends and
-receives carry exactly the rows the engine sends (``rows * (boundary width + h0 width) * b``); halo
-exchanges the plan's ``halo_fwd`` / ``halo_bwd`` rows at the layer's aggregation width; the epoch end is the
+receives carry exactly the rows the engine sends (``rows * (boundary width + h0 width) * b``, or the wire
+bytes of ``parallel.compress``: ``codec.row_bytes``); halo exchanges the plan's ``halo_fwd`` / ``halo_bwd``
+rows at the layer's aggregation width; the epoch end is the
 loss all-reduce over all workers (the drain), the weight all-reduce over the ways of a stage and the step.
 :class:`Geometry` is what a chunk plan contributes: per-chunk rows, in-edges and halo counts, per-way history
 and gradient-buffer rows (DESIGN §7).
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from gnnpipe.models.deep import ModelDims
+from gnnpipe.parallel.codec import row_bytes
 from gnnpipe.parallel.dims import ParallelDims
 from gnnpipe.parallel.schedule import Op, worker_schedule
 from gnnpipe.partition.plan import ChunkPlan
@@ -102,6 +104,7 @@ def worker_tasks(
     stage_params: list[int],
     itemsize: int,
     recompute: bool = False,
+    compress: str = "none",
 ) -> list[Task]:
     """The tasks of worker ``rank`` in one training epoch with chunk ``order`` (local indices)."""
     way, stage = dims.coords(rank)
@@ -123,17 +126,18 @@ def worker_tasks(
         elif op in (Op.RECV_ACT, Op.SEND_ACT, Op.RECV_GRAD, Op.SEND_GRAD):
             to_next = op in (Op.SEND_ACT, Op.RECV_GRAD)
             peer = dims.rank(way, stage + 1 if to_next else stage - 1)
-            width = model.boundary_widths[(hi if to_next else lo) - 1] + h0
+            width = model.boundary_widths[(hi if to_next else lo) - 1]
+            per_row = row_bytes(width, itemsize, compress) + (row_bytes(h0, itemsize, compress) if h0 else 0)
             if op in (Op.SEND_ACT, Op.SEND_GRAD):
-                out.append(Task("send", peers=(peer,), nbytes=(n * width * itemsize,), label="layer"))
+                out.append(Task("send", peers=(peer,), nbytes=(n * per_row,), label="layer"))
             else:
                 first = act.pos == (0 if op == Op.RECV_ACT else P - 1)
                 out.append(Task("recv", peers=(peer,), bubble=first, label="layer"))
         elif op in (Op.HALO, Op.HALO_B):
             table = geo.halo_fwd if op == Op.HALO else geo.halo_bwd
             others = [w2 for w2 in range(dims.ways) if w2 != way]
-            width = model.agg_widths[act.layer]
-            sizes = tuple(table[c][w2] * width * itemsize for w2 in others)
+            per_row = row_bytes(model.agg_widths[act.layer], itemsize, compress)
+            sizes = tuple(table[c][w2] * per_row for w2 in others)
             peers = tuple(dims.rank(w2, stage) for w2 in others)
             out.append(Task("exchange", peers=peers, nbytes=sizes, label="graph"))
         elif op == Op.REDUCE_LOSS:
