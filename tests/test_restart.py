@@ -8,7 +8,8 @@
 
 The kill moment is chosen by markers, not by sleeping: a ``sitecustomize`` hook (first attempt only) holds every
 worker at the start of epoch 3 -- after the checkpoint of epoch 2 -- and writes ``at<rank>`` with its pid; it
-lets the worker go on once that worker has received a signal (``stopping.requested()``).
+lets the worker go on once that worker has received a signal (``stopping.requested()``; it then writes
+``sig<rank>``) or the test has written ``go``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
+from gnnpipe.cli import main
 from gnnpipe.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +52,10 @@ if spec and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
                 with open(path + ".tmp", "w") as f:
                     f.write(str(os.getpid()))
                 os.replace(path + ".tmp", path)  # the marker appears with its content
-                while stopping.requested() is None:  # until this worker has a signal (or is killed)
-                    time.sleep(0.02)
+                while stopping.requested() is None and not os.path.exists(os.path.join(where, "go")):
+                    time.sleep(0.02)  # until this worker has a signal (or is killed), or the test says go
+                if stopping.requested() is not None:
+                    open(os.path.join(where, "sig" + os.environ.get("RANK", "0")), "w").close()
             return real(self, e)
         return train_epoch
     engine.Engine.train_epoch = hold(engine.Engine.train_epoch)
@@ -167,3 +172,79 @@ def test_sigint_stops_with_a_final_checkpoint_within_5s_and_resume_is_bit_exact(
     assert final.is_file()  # not a periodic one (checkpoint_every 3): written because of the signal
     _finish(work, "sigint", _launch(work, "sigint", "--resume", str(run_dir)))
     _assert_same_end(work, baseline, "sigint")
+
+
+# ---------------------------------------------------------------------------------------------- without launch.sh
+def _start(work: Path, name: str, world: int, *overrides: str) -> list[subprocess.Popen]:
+    """``gnnpipe train`` processes of one group with torchrun's variables (one process: none), held at epoch 3."""
+    from gnnpipe.parallel.spawn import free_port
+
+    (work / name / "markers").mkdir(parents=True)
+    port, procs = str(free_port()), []
+    for rank in range(world):
+        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "GNNPIPE_STATUS_DIR")}
+        env.update(GNNPIPE_CACHE=str(work / "cache"), PYTHONPATH=str(work / "site"), OMP_NUM_THREADS="1",
+                   GNNPIPE_TEST_HOLD=f"{HOLD_EPOCH}:{work / name / 'markers'}")  # fmt: skip
+        if world > 1:
+            env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=port)  # fmt: skip
+        cmd = [sys.executable, "-m", "gnnpipe", "train", "--config", str(work / "tiny.yaml"),
+               f"log.dir={work / name / 'runs'}", *overrides]  # fmt: skip
+        err = open(work / name / f"err{rank}.txt", "w")  # noqa: SIM115
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err))
+    return procs
+
+
+def _wait(cond: Callable[[], bool], procs: list[subprocess.Popen], what: str, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_sigterm_to_one_worker_of_two_stops_both_at_the_boundary_with_a_final_checkpoint(work):
+    """The signal reaches rank 1 only: rank 0 learns it at the epoch boundary, both write the final checkpoint."""
+    procs = _start(work, "one", 2, "parallel.stages=2", "parallel.chunks=2")
+    markers = work / "one" / "markers"
+    try:
+        _wait(lambda: (markers / "at0").is_file() and (markers / "at1").is_file(), procs, "held at epoch 3")
+        t0 = time.monotonic()
+        procs[1].send_signal(signal.SIGTERM)
+        _wait(lambda: (markers / "sig1").is_file(), procs, "rank 1 got the signal")
+        (markers / "go").touch()  # rank 0 goes on too
+        codes = [p.wait(timeout=30) for p in procs]
+        took = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [143, 143] and took < 5.0, (codes, took)
+    assert not (markers / "sig0").exists()  # rank 0 never got a signal itself
+    (run_dir,) = (work / "one" / "runs").iterdir()
+    assert (run_dir / "checkpoints" / f"epoch{HOLD_EPOCH}" / "manifest.json").is_file()
+    for rank in (0, 1):
+        err = [ln for ln in (work / "one" / f"err{rank}.txt").read_text().splitlines() if ln.strip()]
+        assert len(err) == 1 and f"interrupted by SIGTERM: stopped after epoch {HOLD_EPOCH}" in err[0], err
+
+
+def test_sigterm_to_one_process_writes_a_final_checkpoint_and_resume_is_bit_exact(work):
+    one = ("parallel.stages=1", "parallel.chunks=1")
+    procs = _start(work, "single", 1, *one)
+    _wait(lambda: (work / "single" / "markers" / "at0").is_file(), procs, "held at epoch 3")
+    t0 = time.monotonic()
+    procs[0].send_signal(signal.SIGTERM)
+    assert procs[0].wait(timeout=30) == 143 and time.monotonic() - t0 < 5.0
+    (run_dir,) = (work / "single" / "runs").iterdir()
+    assert (run_dir / "checkpoints" / f"epoch{HOLD_EPOCH}" / "manifest.json").is_file()
+    err = (work / "single" / "err0.txt").read_text().strip()
+    assert "\n" not in err and f"interrupted by SIGTERM: stopped after epoch {HOLD_EPOCH}" in err, err
+    os.environ["GNNPIPE_CACHE"] = str(work / "cache")
+    try:
+        argv = ["train", "--config", str(work / "tiny.yaml"), *one]
+        assert main([*argv, f"log.dir={work / 'single' / 'straight'}", "--metrics-out", str(work / "s1.json")]) == 0
+        assert main([*argv, f"log.dir={work / 'single' / 'runs'}", "--resume", str(run_dir),
+                     "--metrics-out", str(work / "s2.json")]) == 0  # fmt: skip
+    finally:
+        del os.environ["GNNPIPE_CACHE"]
+    a, b = (json.loads((work / f).read_text()) for f in ("s1.json", "s2.json"))
+    assert len(a["losses"]) == 6 and a["losses"] == b["losses"] and a["evals"] == b["evals"]
