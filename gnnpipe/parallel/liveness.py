@@ -8,15 +8,18 @@ all through the rendezvous store (``parallel/comm.py`` hands it in; nothing here
   they stopped because of it, and exit :data:`EXIT_PEER` (17).
 - **The watchdog** thread beats a heartbeat counter and, every ``interval_s``, reads the board (a peer's
   published failure ends this worker within about a second) and the others' heartbeats (a peer whose
-  counter stops for ``dead_after_s`` died or hung: a SIGKILL, a SIGSTOP). It also takes SIGINT/SIGTERM: the
-  main thread may be blocked inside a transfer, so the signal reaches the watchdog through a wake-up pipe,
-  and the worker publishes "interrupted by SIGINT" and exits ``128 + signal`` at once.
+  counter stops for ``dead_after_s`` died or hung: a SIGKILL, a SIGSTOP; a store round that the store's host
+  does not answer for as long likewise, so the store rounds run in their own thread). It also takes
+  SIGINT/SIGTERM: the main thread may be blocked inside a transfer, so the signal reaches the watchdog through
+  a wake-up pipe, and the worker publishes "interrupted by SIGINT" and exits ``128 + signal`` at once -- or,
+  while ``on_signal`` is set and takes it (``train/stopping.py``: checkpoints on), stops at the next epoch
+  boundary after a final checkpoint. A step that holds the GIL for long marks the heartbeat busy (:meth:`pause`).
 - **One end per process** (:func:`claim_end`): the main thread (an exception here) or the watchdog, whichever
   comes first, reports; the other stays quiet. After the main thread has claimed the end, the watchdog
   still exits the process if it is alive :data:`BACKSTOP_S` seconds later (a hung teardown).
 
-Under ``launch.sh`` (``GNNPIPE_STATUS_DIR`` set) a worker writes its line to ``<dir>/rank<k>.a<attempt>`` instead of
-stderr, and the launcher prints the root cause once, with its exit code (:func:`report_end`).
+Under ``launch.sh`` (``GNNPIPE_STATUS_DIR`` set) a worker writes its line to ``<dir>/rank<k>.a<attempt>``
+instead of stderr, and the launcher prints the root cause once, with its exit code (:func:`report_end`).
 """
 
 from __future__ import annotations
