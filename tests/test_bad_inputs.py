@@ -5,8 +5,9 @@ One table, by what is wrong: configs, the four on-disk dataset formats (planetoi
 checkpoints, CLI arguments of every subcommand, and launch.sh. A case builds its inputs under ``tmp_path`` and
 returns the argv; in-process cases call ``gnnpipe.cli.main`` (argparse's ``SystemExit`` caught), the launch.sh
 cases run it as a subprocess (they fail before any worker starts). Other modules hold more cases of the same
-kind (tests/test_reliability.py, test_launch.py, test_cli.py, test_config.py, test_resume.py); this one holds
-the cases no other module has.
+kind (tests/test_reliability.py, test_launch.py, test_cli.py, test_config.py, test_resume.py); a few cases here
+repeat a class tested there in another form (invalid YAML, a top level that is not a mapping, a missing config
+file, non-UTF-8, no subcommand, a checkpoint of another config), the others are new.
 """
 
 from __future__ import annotations
@@ -333,6 +334,5 @@ def test_launch_bad_input_is_exit_2_and_one_line(case, tmp_path):
 
 
 def test_the_suite_has_at_least_60_cases():
-    """With the cases of the other modules (about 45) the issue asks for 60 or more; this module alone has
-    more than that, each distinct."""
+    """The issue asks for 60 or more cases in all; this module alone has more than 60 distinct ones."""
     assert len(CASES) + len(LAUNCH_CASES) >= 60
