@@ -180,7 +180,7 @@ class Engine(StageState):
         for act in actions:
             if saved is not None and act.op in BACKWARD_OPS:  # end of the forward: everything saved is alive
                 for rec in recs.values():
-                    saved.add(rec.stage_in, rec.h0, *rec.m_saved)
+                    saved.add(rec.stage_in, rec.h0, *(t for kept in rec.m_saved for t in kept))
                 self.saved_bytes = {"saved_for_backward": saved.bytes, "dropout_masks": saved.mask_bytes}
                 saved = None
             if act.op in _STEP_OPS:

@@ -80,7 +80,8 @@ class ChunkRecord:
     stage_in: torch.Tensor | None = None  # recompute: the stage input rows
     enc_out: torch.Tensor | None = None  # first stage: encoder output (graph-attached)
     layers: list[LayerRecord | None] = field(default_factory=list)
-    m_saved: list[torch.Tensor] = field(default_factory=list)  # recompute: aggregation results per layer
+    # recompute, per layer: (rows, values) of the aggregation's stale part (read from history), nonzero rows only
+    m_saved: list[tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=list)
     head_in: torch.Tensor | None = None
     loss: torch.Tensor | None = None
     g: torch.Tensor | None = None  # current gradient (backward)
@@ -161,15 +162,32 @@ class ChunkSteps:
             self.clock.phase("compute", f"F c{u.index} L{a.layer} agg+post"),
             torch.set_grad_enabled(not self.recompute),
         ):
-            e = self.hist.pull(k, u.ext_hslot, rec.fresh)
-            m = u.a_in @ lr.zd + u.a_ext @ e
-            del e
             if self.recompute:
-                rec.m_saved.append(m)
+                m, m_stale = self._aggregate_split(k, rec, lr.zd)
+                rows = (m_stale != 0).any(1).nonzero().flatten()  # rows whose stale part is not exactly 0
+                rec.m_saved.append((rows, m_stale[rows]))
                 rec.h = self.m.layers[k].post(m, lr.r, rec.h0, rec.ctx)
                 rec.layers[k] = None  # nothing else is kept (not even the layer's input: recompute rebuilds it)
                 return
+            m = u.a_in @ lr.zd + u.a_ext @ self.hist.pull(k, u.ext_hslot, rec.fresh)
             rec.h = self._post_with_grad(k, lr, m, rec)
+
+    def _aggregate_split(
+        self, k: int, rec: ChunkRecord, z: torch.Tensor, stale: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``m = A_in z + A_ext e_fresh + m_stale`` and ``m_stale = A_ext e_stale``, the part read from rows not
+        yet computed this epoch (their history). With recompute the forward keeps only ``m_stale``'s nonzero
+        rows; the rebuild passes them as ``stale`` and re-reads the fresh rows, which have not changed since (a
+        row is stored once per epoch), so it computes the very same ``m``, bit for bit."""
+        u = rec.unit
+        e = self.hist.pull(k, u.ext_hslot, rec.fresh)
+        e_fresh = torch.where(rec.fresh[:, None], e, 0)
+        if stale is None:
+            m_stale = u.a_ext @ (e - e_fresh)
+        else:
+            m_stale = z.new_zeros(u.n, e.shape[1])
+            m_stale[stale[0]] = stale[1]
+        return u.a_in @ z + u.a_ext @ e_fresh + m_stale, m_stale
 
     def _post_with_grad(self, k: int, lr: LayerRecord, m: torch.Tensor, rec: ChunkRecord) -> torch.Tensor:
         """``h' = post(m, r, h0)`` with ``m`` and ``r`` as leaves (the layer's explicit backward starts from their
@@ -216,8 +234,8 @@ class ChunkSteps:
             rec.h0.grad = got[1]
 
     def recompute_chunk(self, rec: ChunkRecord, a: Action) -> None:
-        """Rebuild the chunk's forward with autograd from the saved input and aggregation results (no reads of
-        other rows: ``m`` already holds them), so the backward sees the very same values."""
+        """Rebuild the chunk's forward with autograd from the saved input, the fresh rows (unchanged since the
+        forward) and the saved stale part of each aggregation, so the backward sees the very same values."""
         u = rec.unit
         with self.clock.phase("compute", f"R c{u.index} recompute"):
             if self.first:  # rec.h0 stays: the same values, and it holds the gradient later stages sent for it
@@ -230,7 +248,10 @@ class ChunkSteps:
                 h_in = h if k == 0 else h.detach().requires_grad_()
                 z, r = layer.pre(h_in, rec.ctx)
                 lr = LayerRecord(h_in=h_in, z=z, r=r)
-                h = self._post_with_grad(k, lr, rec.m_saved[k], rec)  # frees each saved m as it is used
+                with torch.no_grad():
+                    m = self._aggregate_split(k, rec, z.detach(), stale=rec.m_saved[k])[0]
+                rec.m_saved[k] = None
+                h = self._post_with_grad(k, lr, m, rec)
                 rec.layers.append(lr)
             rec.m_saved = []
             if self.last:
