@@ -50,6 +50,10 @@ def runs_for(preset: str) -> list[tuple[str, str, str]]:
             (f"pipeline S=4 C=16{tag}", "powerlaw", f"1 4 16 {rc}"),
             (f"hybrid 2x2 C=8{tag}", "powerlaw", f"2 2 8 {rc}"),
         ]
+    out += [  # the same with the history stored in bfloat16 (parallel.history_dtype)
+        ("pipeline S=4 C=16 bf16 history", "powerlaw", "1 4 16 false bfloat16"),
+        ("pipeline S=4 C=16 recompute bf16 history", "powerlaw", "1 4 16 true bfloat16"),
+    ]
     out.append(("single device (SBM)", "sbm", "1 1 1 false"))
     out += [
         (f"graph W=4{' recompute' if rc == 'true' else ''} (SBM)", "sbm", f"4 1 4 {rc}") for rc in ("false", "true")
@@ -58,8 +62,9 @@ def runs_for(preset: str) -> list[tuple[str, str, str]]:
 
 
 def overrides(args, generator: str, par: str) -> list[str]:
-    ways, stages, chunks, rc = par.split()
+    ways, stages, chunks, rc, *hist = par.split()
     return [
+        f"parallel.history_dtype={hist[0] if hist else 'auto'}",
         f"dataset.name={generator}", f"dataset.num_nodes={args.nodes}", f"dataset.avg_degree={args.degree}",
         "dataset.num_features=100", "dataset.num_classes=10", "dataset.feature_norm=false",
         "model.arch=gcnii", f"model.layers={args.layers}", f"model.hidden={args.hidden}", "model.dropout=0.5",
@@ -102,10 +107,11 @@ def run_one(args, name: str, generator: str, par: str, work: Path, env: dict, id
     for mem in summary["memory"]:
         peaks = [v for k, v in mem.items() if k.startswith("peak_growth_")]
         growth.append(mem["baseline_rss"] + max(peaks) - idle)
-    ways, stages, chunks, rc = par.split()
+    ways, stages, chunks, rc, *hist = par.split()
     return {
         "run": name, "graph": generator, "ways": int(ways), "stages": int(stages), "chunks": int(chunks),
-        "recompute": rc == "true", "workers": len(growth), "max_growth": max(growth),
+        "recompute": rc == "true", "history_dtype": hist[0] if hist else "auto", "workers": len(growth),
+        "max_growth": max(growth),
         "mean_growth": sum(growth) / len(growth), "sum_growth": sum(growth), "growth_per_worker": growth,
         "epoch_time_s": summary["epoch_time_s"], "wall_s": time.time() - t0, "memory": summary["memory"],
         "test_acc": summary["test_acc"],
@@ -115,8 +121,8 @@ def run_one(args, name: str, generator: str, par: str, work: Path, env: dict, id
 def write_outputs(rows: list[dict], meta: dict, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "memory.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=1))
-    keys = ["run", "graph", "ways", "stages", "chunks", "recompute", "workers", "max_growth", "mean_growth",
-            "sum_growth", "ratio_vs_single", "epoch_time_s"]  # fmt: skip
+    keys = ["run", "graph", "ways", "stages", "chunks", "recompute", "history_dtype", "workers", "max_growth",
+            "mean_growth", "sum_growth", "ratio_vs_single", "epoch_time_s"]  # fmt: skip
     with open(folder / "memory.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = REPO / "experiments" / "results" / "memory" if args.save else work / "results"
     write_outputs(rows, meta, folder)
     print(f"results: {folder}")
-    s4 = [r for r in rows if r["stages"] == 4 and r["ways"] == 1 and not r["recompute"]] or rows
+    s4 = [r for r in rows if r["stages"] == 4 and r["ways"] == 1 and not r["recompute"]] or rows  # float32 first
     ref = single["powerlaw"] or s4[0]["max_growth"]
     print(f"ratio={s4[0]['max_growth'] / ref:.3f}")
     return 0
