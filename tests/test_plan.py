@@ -271,3 +271,21 @@ def test_plan_json_and_written_config(config_file, tmp_path, capsys):
     )  # fmt: skip
     base = load_config(config_file)
     assert (chosen.dataset, chosen.model, chosen.train) == (base.dataset, base.model, base.train)
+
+
+def test_calibration_times_every_op_and_is_cached(cache):
+    """A real (tiny) calibration: every op of every layer gets a fit, the memory reports are kept, and a second
+    call reuses the cached file (nothing about the measured values is asserted: they depend on the machine)."""
+    from gnnpipe.plan.calibrate import calibrate
+
+    cfg = _cfg()
+    graph = load_graph(cfg.dataset)
+    link = Link(1e-5, 1e9, "given")
+    cal = calibrate(cfg, graph, threads=1, cores=2, cache=cache, link=link, chunk_counts=(2, 4), epochs=1)
+    want = {f"{op}@{layer}" for op in ("pre", "agg", "agg_b", "pre_b") for layer in range(4)}
+    assert want | {"encode", "encode_b", "loss", "loss_b"} <= set(cal.fits)
+    assert all(f.a >= 0 and f.per_row >= 0 and f.per_edge >= 0 for f in cal.fits.values())
+    assert set(cal.memory["runs"]) == {"C2", "C4"} and cal.memory["runs"]["C4"]["rows"] == graph.num_nodes
+    assert "peak_growth_train" in cal.memory["runs"]["C2"] and cal.link == link
+    again = calibrate(cfg, graph, threads=1, cores=2, cache=cache, link=link, chunk_counts=(2, 4), epochs=1)
+    assert again == cal

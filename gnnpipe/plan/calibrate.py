@@ -142,7 +142,7 @@ def calibrate(
     link: Link | None = None,
     chunk_counts: tuple[int, ...] = (2, 8),
     warmup: int = 1,
-    epochs: int = 2,
+    epochs: int = 3,
     refresh: bool = False,
 ) -> Calibration:
     """Measure (or load from ``cache``) the calibration of ``cfg``'s model and ``graph`` at ``threads`` threads.
@@ -159,7 +159,7 @@ def calibrate(
         if link is None and cached.link.source != "probe":
             link = probe_link()
         return dataclasses.replace(cached, link=link) if link is not None else cached
-    points: dict[str, list[tuple[int, int, float]]] = {}
+    points: dict[str, list[tuple[int, int, float]]] = {}  # op (and layer) -> (rows, edges, median seconds)
     overhead, step, memory, background = [], [], {}, []
     for chunks in chunk_counts:
         par = {**config_to_dict(cfg)["parallel"], "ways": 1, "stages": 1, "chunks": chunks, "stage_split": "equal"}
@@ -168,13 +168,15 @@ def calibrate(
         res = run_workers(_timed_worker, 1, d, threads, warmup, epochs, timeout_s=1800.0)[0].value
         geo = geometry(plan_for(config_from_dict(d, "plan calibration"), graph))
         units = list(zip(geo.rows, geo.edges, strict=True))
+        per_chunk: dict[tuple[str, int], list[float]] = {}
         for op, chunk, layer, sec in res["records"]:
             if op in ("reduce_loss", "step"):
                 if op == "step":
                     step.append(sec / max(res["params"], 1))
                 continue
-            name = f"{op}@{layer}" if layer >= 0 else op
-            points.setdefault(name, []).append((units[chunk][0], units[chunk][1], sec))
+            per_chunk.setdefault((f"{op}@{layer}" if layer >= 0 else op, chunk), []).append(sec)
+        for (name, chunk), secs in per_chunk.items():  # the median over epochs: robust to a busy moment
+            points.setdefault(name, []).append((units[chunk][0], units[chunk][1], statistics.median(secs)))
         background.append(res["background"])
         acted = sum(sec for *_, sec in res["records"]) / max(len(res["walls"]), 1)
         overhead.append(max(statistics.median(res["walls"]) - acted, 0.0))
