@@ -146,11 +146,12 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "wsc, compress", [((2, 1, 2), "none"), ((1, 2, 4), "none"), ((2, 2, 4), "none"), ((1, 4, 8), "none"),
-                      ((2, 2, 4), "int8"), ((1, 2, 4), "bf16")],
+    "wsc, compress, order", [((2, 1, 2), "none", "random"), ((1, 2, 4), "none", "degree"),
+                             ((2, 2, 4), "none", "fixed"), ((1, 4, 8), "none", "random"),
+                             ((2, 2, 4), "int8", "random"), ((1, 2, 4), "bf16", "random")],
 )  # fmt: skip
-def test_predicted_bytes_equal_the_profiler(cache, wsc, compress):
-    cfg = _cfg(compress=compress)
+def test_predicted_bytes_equal_the_profiler(cache, wsc, compress, order):
+    cfg = _cfg(compress=compress, chunk_order=order)
     graph = load_graph(cfg.dataset)
     w, s, c = wsc
     cand = Candidate(w, s, c, tuple(ParallelDims.from_config(_cfg(ways=w, stages=s, chunks=c)).layer_counts), "equal")

@@ -121,6 +121,7 @@ def calibration_key(cfg: ExperimentConfig, device: str, threads: int) -> str:
         "dataset": dataclasses.asdict(cfg.dataset),
         "dtype": cfg.train.dtype,
         "recompute": cfg.parallel.recompute,
+        "history_dtype": getattr(cfg.parallel, "history_dtype", "auto"),
         "kernels": describe().split(":")[0] + describe().split("(")[-1].split(",")[0],
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]

@@ -81,9 +81,11 @@ def predict_memory(
     total_params: int,
     saved_ratio: float,
     history_copies: int = 1,
+    history_itemsize: int | None = None,
 ) -> WorkerMemory:
     """Peak memory of worker ``rank``; ``saved_ratio``: the engine's saved bytes over the probe's (from the
-    calibration run), ``history_copies``: 2 with a separate snapshot ``H``."""
+    calibration run), ``history_copies``: 2 with a separate snapshot ``H``, ``history_itemsize``: bytes per
+    stored history element (``parallel.history_dtype``; default the model's)."""
     runs = _cal_runs(cal)
     way, stage = dims.coords(rank)
     lo, hi = dims.layer_range(stage)
@@ -98,7 +100,7 @@ def predict_memory(
         "graph_structures": int(ref["graph_structures"] / max(ref["edges"], 1) * geo.way_edges(way)),
         "features_labels": int(n_w * (feat_per_row * first + _LABEL_BYTES_PER_ROW * last)),
         "weights_optimizer": int(ref["weights_optimizer"] * stage_params[stage] / max(total_params, 1)),
-        "history": history_copies * geo.hist_rows[way] * sum(widths) * itemsize,
+        "history": history_copies * geo.hist_rows[way] * sum(widths) * (history_itemsize or itemsize),
         "history_grad": geo.grad_rows[way] * sum(widths) * itemsize,
         "saved_for_backward": int(saved_ratio * n_w * per_row),
         "in_flight_max": 2 * max(geo.rows) * (model.dims().boundary_widths[hi - 1] + model.dims().h0_width) * itemsize,

@@ -131,11 +131,8 @@ def predict(
     runs = []
     p = cfg.parallel
     for epoch in range(first_epoch, first_epoch + orders):
-        order = position_order(dims.chunks_per_way, epoch=epoch, seed=cfg.train.seed, mode=p.chunk_order, costs=None)
-        if p.chunk_order == "degree":
-            order = position_order(
-                dims.chunks_per_way, epoch=epoch, seed=cfg.train.seed, mode="degree", costs=_way_costs(geo, dims)
-            )
+        costs = _way_costs(geo, dims) if p.chunk_order == "degree" else None
+        order = position_order(dims.chunks_per_way, epoch=epoch, seed=cfg.train.seed, mode=p.chunk_order, costs=costs)
         compress = getattr(p, "compress", "none")
         runs.append(simulate(all_tasks(order, recompute=p.recompute, compress=compress, **kw), machine))
     last = runs[-1]
@@ -147,10 +144,13 @@ def predict(
     probe = stage_saved_per_row(model, 0, cfg.model.layers, graph.num_features, fdtype)
     ratio = ref["saved_for_backward"] / max(probe * ref["rows"], 1.0)
     copies = 2 if (p.history_period > 1 or p.history_momentum > 0) else 1
+    hist_dtype = getattr(p, "history_dtype", "auto")  # a narrower history store (parallel.history_dtype)
+    hist_itemsize = itemsize if hist_dtype == "auto" else torch.empty((), dtype=getattr(torch, hist_dtype)).itemsize
     mem = [
         predict_memory(
             dims=dims, rank=r, geo=geo, cal=cal, model=model, num_features=graph.num_features, itemsize=itemsize,
             stage_params=params, total_params=sum(params), saved_ratio=ratio, history_copies=copies,
+            history_itemsize=hist_itemsize,
         ).peak
         for r in range(dims.world_size)
     ]  # fmt: skip
