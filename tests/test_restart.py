@@ -252,3 +252,26 @@ def test_sigterm_to_one_process_writes_a_final_checkpoint_and_resume_is_bit_exac
         del os.environ["GNNPIPE_CACHE"]
     a, b = (json.loads((work / f).read_text()) for f in ("s1.json", "s2.json"))
     assert len(a["losses"]) == 6 and a["losses"] == b["losses"] and a["evals"] == b["evals"]
+
+
+def test_restarts_exhausted_keep_the_last_attempts_exit_code_and_line(work):
+    """rank 1 raises at epoch 3 in every attempt: torchrun restarts once (from the checkpoint of epoch 2), then
+    the launcher exits with the worker's code and its one line, after one note for the restarted attempt."""
+    site = work / "fail-site"
+    site.mkdir()
+    inject = (Path(__file__).parent / "test_reliability.py").read_text().split('INJECT = """\\\n')[1].split('"""')[0]
+    (site / "sitecustomize.py").write_text(inject)
+    (work / "fail").mkdir()
+    env = {**os.environ, "GNNPIPE_PYTHON": sys.executable, "GNNPIPE_CACHE": str(work / "cache"),
+           "PYTHONPATH": str(site), "GNNPIPE_TEST_FAIL": f"1:{HOLD_EPOCH}:{work / 'fail' / 'at'}"}  # fmt: skip
+    cmd = ["./launch.sh", str(work / "tiny.yaml"), "parallel.stages=2", "parallel.chunks=2",
+           f"log.dir={work / 'fail' / 'runs'}", "--max-restarts", "1"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and len(lines) == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    root = f"rank 1 (way 0, stage 1, layers 2-3) failed in epoch {HOLD_EPOCH} (train): RuntimeError: injected failure"
+    assert lines[0].startswith("launch.sh: attempt 0 failed and the workers were restarted: ") and root in lines[0]
+    assert lines[1].startswith("gnnpipe train: error: ") and root in lines[1]
+    (run_dir,) = (work / "fail" / "runs").iterdir()  # both attempts in one run directory
+    log = (run_dir / "rank0.log").read_text()
+    assert log.count("Epoch 00002") == 1 and log.count("Epoch 00001") == 1  # the second attempt resumed at 3
