@@ -164,7 +164,10 @@ class Engine(StageState):
         self.optimizer.zero_grad(set_to_none=True)
         self._losses = []
         recs: dict[int, ChunkRecord] = {}
-        saved = SavedTensors(exclude=(steps.x,)) if self.saved_bytes is None else None  # first epoch only
+        # measured in the first two epochs run (a fresh run's first reads an all-zero history: with recompute
+        # it keeps no stale part then)
+        saved = SavedTensors(exclude=(steps.x,)) if self.saved_epochs < 2 else None
+        self.saved_epochs += 1
         with saved or contextlib.nullcontext():
             self._run(actions, recs, lay, pos_of, epoch, saved)
         assert not recs, f"chunks left unfinished: {sorted(recs)}"
@@ -181,7 +184,11 @@ class Engine(StageState):
             if saved is not None and act.op in BACKWARD_OPS:  # end of the forward: everything saved is alive
                 for rec in recs.values():
                     saved.add(rec.stage_in, rec.h0, *(t for kept in rec.m_saved for t in kept))
-                self.saved_bytes = {"saved_for_backward": saved.bytes, "dropout_masks": saved.mask_bytes}
+                before = self.saved_bytes or {"saved_for_backward": 0, "dropout_masks": 0}
+                self.saved_bytes = {
+                    "saved_for_backward": max(saved.bytes, before["saved_for_backward"]),
+                    "dropout_masks": max(saved.mask_bytes, before["dropout_masks"]),
+                }
                 saved = None
             if act.op in _STEP_OPS:
                 rec = recs.get(act.pos)

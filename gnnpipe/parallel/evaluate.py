@@ -4,8 +4,9 @@ Each stage evaluates its layers for all of its way's rows, layer by layer: every
 computed (and its halo rows exchanged with the other ways) before any unit aggregates, so every read is
 fresh -- the single-device forward, chunk by chunk. The stage receives its input rows from the previous
 stage unit by unit and sends its output on the same way; the last stage scores its rows and every worker
-gets the summed counts. Memory: the way's rows of ``h``, the next layer's ``h`` (and ``h0``, ``r``) plus one
-``[N, d]`` buffer of the current layer's ``z``, allocated for the evaluation and freed after it.
+gets the summed counts. Memory: the way's rows of ``h`` (and ``h0``, ``r``) plus one ``[N, d]`` buffer of the
+current layer's ``z``; ``h`` is dropped once every unit's ``z`` exists and the next layer's ``h`` takes its place.
+All of it is allocated for the evaluation and freed after it.
 """
 
 from __future__ import annotations
@@ -97,10 +98,9 @@ class Evaluator:
         k, u = act.layer - self.m.lo, self.layout.units[act.chunk]
         layer = self.m.layers[k]
         z, r = layer.pre(self.h[u.own], self.ctx)
-        if act.chunk == 0:  # this layer's buffers
+        if act.chunk == 0:  # this layer's buffers (h_next only once h is no longer needed, at the first agg)
             self.z = torch.zeros(self.layout.num_slots, z.shape[1], dtype=z.dtype, device=z.device)
             self.r = torch.empty(self.h.shape[0], r.shape[1], dtype=r.dtype, device=r.device) if r is not None else None
-            self.h_next = torch.empty(self.h.shape[0], layer.out_width, dtype=z.dtype, device=z.device)
             self._track()
         self.z[u.own] = z
         if r is not None:
@@ -114,6 +114,11 @@ class Evaluator:
 
     def eval_agg(self, act: Action) -> None:
         k, u = act.layer - self.m.lo, self.layout.units[act.chunk]
+        if self.h_next is None:  # every unit's z of this layer exists: h has served, its memory goes to h_next
+            rows, dtype = self.h.shape[0], self.z.dtype
+            self.h = None
+            self.h_next = torch.empty(rows, self.m.layers[k].out_width, dtype=dtype, device=self.z.device)
+            self._track()
         m = u.a_in @ self.z[u.own] + u.a_ext @ self.z[u.ext_slot]
         rows = u.own
         r = self.r[rows] if self.r is not None else None

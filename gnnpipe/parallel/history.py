@@ -46,6 +46,7 @@ class History:
         """``num_nodes`` rows of history (stored in ``dtype``, pulled as ``compute_dtype``, default the same) and
         ``grad_rows`` (default the same) of gradient buffer, per layer."""
         self.period, self.momentum = period, momentum
+        self.dtype = dtype  # storage
         self.compute_dtype = dtype if compute_dtype is None else compute_dtype
         self.widths = list(widths)
         self.grad_rows = num_nodes if grad_rows is None else grad_rows
@@ -99,15 +100,16 @@ class GradInbox:
     """Cross-chunk gradient of one stage waiting for the backward of the chunk it belongs to (DESIGN §3, §7).
 
     Two kinds of entries, per (layer, unit):
-    - :meth:`keep`: a reading unit's aggregation gradient ``g(m): [n, d]``, kept (not copied) until the ``uses``
-      units it read fresh have each taken their block of ``A^T g(m)`` with :meth:`use`.
+    - :meth:`keep`: a reading unit's aggregation gradient ``g(m): [n, d]``, its rows that read a unit still to
+      pull (the others would contribute nothing), until the ``uses`` units it read fresh have each taken their
+      block of ``A^T g(m)`` with :meth:`use`.
     - :meth:`post`: parcels ``(rows, values)`` for a unit whose backward comes later (other ways' readers'
       gradient, received with the halo), taken once by :meth:`take`.
     Everything is consumed within the epoch: :meth:`end_epoch` checks that nothing is left.
     """
 
     def __init__(self):
-        self._kept: dict[tuple[int, int], list] = {}  # (layer, unit) -> [g(m), uses left]
+        self._kept: dict[tuple[int, int], list] = {}  # (layer, unit) -> [n, rows, g(m)[rows], uses left]
         self._parcels: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.held = 0
         self.held_max = 0  # largest bytes held at once
@@ -116,19 +118,23 @@ class GradInbox:
         self.held += sign * sum(t.numel() * t.element_size() for t in ts)
         self.held_max = max(self.held_max, self.held)
 
-    def keep(self, layer: int, unit: int, gm: torch.Tensor, uses: int) -> None:
+    def keep(self, layer: int, unit: int, gm: torch.Tensor, uses: int, rows: torch.Tensor) -> None:
+        """Keep ``gm``'s ``rows`` (the only rows whose gradient reaches the units still to pull) for ``uses``
+        pulls."""
         if uses > 0:
-            self._kept[(layer, unit)] = [gm, uses]
-            self._count(gm)
+            entry = [gm.shape[0], rows, gm[rows], uses]
+            self._kept[(layer, unit)] = entry
+            self._count(entry[1], entry[2])
 
     def use(self, layer: int, unit: int) -> torch.Tensor:
-        """The kept gradient of ``unit`` (dropped after its last use)."""
-        entry = self._kept[(layer, unit)]
-        entry[1] -= 1
-        if entry[1] == 0:
+        """The kept gradient of ``unit``, ``[n, d]`` with zeros outside the kept rows (dropped after its last
+        use)."""
+        n, rows, values, _ = entry = self._kept[(layer, unit)]
+        entry[3] -= 1
+        if entry[3] == 0:
             del self._kept[(layer, unit)]
-            self._count(entry[0], sign=-1)
-        return entry[0]
+            self._count(rows, values, sign=-1)
+        return values.new_zeros(n, values.shape[1]).index_copy_(0, rows, values)
 
     def post(self, layer: int, unit: int, rows: torch.Tensor, values: torch.Tensor) -> None:
         self._parcels.setdefault((layer, unit), []).append((rows, values))

@@ -38,11 +38,12 @@ def structure_bytes(obj) -> int:
 
 class StageState(Executor):
     """Mixin of :class:`~gnnpipe.parallel.engine.Engine`: expects ``params``, ``named_params``, ``optimizer``,
-    ``layout``, ``hist``, ``steps``, ``tx``, ``evaluator``, ``probe``, ``masks`` and ``saved_bytes`` (measured in
-    the first epoch)."""
+    ``layout``, ``hist``, ``inbox``, ``steps``, ``tx``, ``evaluator``, ``probe``, ``masks`` and ``saved_bytes`` (the
+    largest of the first two epochs run)."""
 
     probe: MemoryProbe
     saved_bytes: dict[str, int] | None = None
+    saved_epochs: int = 0  # epochs measured for saved_bytes (the largest of the first two counts)
 
     def named_stage_parameters(self) -> dict[str, torch.nn.Parameter]:
         """This worker's parameters under their names in the whole model."""

@@ -165,7 +165,7 @@ class ChunkSteps:
             if self.recompute:
                 m, m_stale = self._aggregate_split(k, rec, lr.zd)
                 rows = (m_stale != 0).any(1).nonzero().flatten()  # rows whose stale part is not exactly 0
-                rec.m_saved.append((rows, m_stale[rows]))
+                rec.m_saved.append((rows, m_stale[rows].to(self.hist.dtype)))
                 rec.h = self.m.layers[k].post(m, lr.r, rec.h0, rec.ctx)
                 rec.layers[k] = None  # nothing else is kept (not even the layer's input: recompute rebuilds it)
                 return
@@ -177,16 +177,17 @@ class ChunkSteps:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``m = A_in z + A_ext e_fresh + m_stale`` and ``m_stale = A_ext e_stale``, the part read from rows not
         yet computed this epoch (their history). With recompute the forward keeps only ``m_stale``'s nonzero
-        rows; the rebuild passes them as ``stale`` and re-reads the fresh rows, which have not changed since (a
-        row is stored once per epoch), so it computes the very same ``m``, bit for bit."""
+        rows (in the history's dtype: with a bfloat16 history the stale part is rounded as the history is, in
+        the forward too); the rebuild passes them as ``stale`` and re-reads the fresh rows, which have not
+        changed since (a row is stored once per epoch), so it computes the very same ``m``, bit for bit."""
         u = rec.unit
         e = self.hist.pull(k, u.ext_hslot, rec.fresh)
         e_fresh = torch.where(rec.fresh[:, None], e, 0)
-        if stale is None:
-            m_stale = u.a_ext @ (e - e_fresh)
+        if stale is None:  # rounded as the history is stored (a no-op unless parallel.history_dtype is narrower)
+            m_stale = (u.a_ext @ (e - e_fresh)).to(self.hist.dtype).to(e.dtype)
         else:
             m_stale = z.new_zeros(u.n, e.shape[1])
-            m_stale[stale[0]] = stale[1]
+            m_stale[stale[0]] = stale[1].to(m_stale.dtype)
         return u.a_in @ z + u.a_ext @ e_fresh + m_stale, m_stale
 
     def _post_with_grad(self, k: int, lr: LayerRecord, m: torch.Tensor, rec: ChunkRecord) -> torch.Tensor:
@@ -296,7 +297,12 @@ class ChunkSteps:
                     reader = units[c]
                     g = reader.a_ext.t_matmul_rows(inbox.use(k, c), s, e)
                     gz.index_add_(0, reader.ext[s:e] - u.lo, self.scale * g)
-            inbox.keep(k, u.index, gm, sum(int(pos_of[t] < rec.pos) for t, _, _ in u.targets))
+            waiting = [(s, e) for t, s, e in u.targets if pos_of[t] < rec.pos]  # own units read fresh
+            if waiting:  # keep the rows of gm that reach them (Ahat >= 0: a row reaches them iff this is > 0)
+                reach = torch.zeros(u.ext.numel(), 1, dtype=gm.dtype, device=gm.device)
+                for s, e in waiting:
+                    reach[s:e] = 1
+                inbox.keep(k, u.index, gm, len(waiting), (u.a_ext @ reach).flatten().nonzero().flatten())
             if lr.r is not None:
                 torch.autograd.backward([lr.z, lr.r], [gz, lr.r_leaf.grad])
             else:
