@@ -16,7 +16,6 @@ fresh folder (``--save``: ``experiments/results/memory/``). The last line is
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -26,6 +25,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from experiments.tables import write_runs  # noqa: E402
+
 PY = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 CONFIG = "experiments/configs/default.yaml"
 
@@ -119,14 +123,9 @@ def run_one(args, name: str, generator: str, par: str, work: Path, env: dict, id
 
 
 def write_outputs(rows: list[dict], meta: dict, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "memory.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=1))
     keys = ["run", "graph", "ways", "stages", "chunks", "recompute", "history_dtype", "workers", "max_growth",
             "mean_growth", "sum_growth", "ratio_vs_single", "epoch_time_s"]  # fmt: skip
-    with open(folder / "memory.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    write_runs(folder, "memory", rows, meta, keys)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from experiments.bench_memory import CONFIG  # noqa: E402
+from experiments.tables import write_runs  # noqa: E402
 
 GRAPHS = {
     "cora": ["dataset.name=cora", "model.layers=8", "model.hidden=64"],
@@ -125,15 +126,10 @@ def rel(pred: float, meas: float) -> float:
 
 
 def write_outputs(rows: list[dict], meta: dict, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "plan.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=1))
     keys = ["graph", "ways", "stages", "chunks", "strategy", "pred_epoch_s", "meas_epoch_s", "err_epoch",
             "pred_epoch_s_run_load", "err_epoch_run_load", "background_at_calibration", "background_during_run",
             "pred_peak_max", "meas_peak_max", "err_peak_max", "bytes_equal"]  # fmt: skip
-    with open(folder / "plan.csv", "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        wr.writeheader()
-        wr.writerows(rows)
+    write_runs(folder, "plan", rows, meta, keys)
     import matplotlib
 
     matplotlib.use("Agg")
