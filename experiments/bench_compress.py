@@ -14,8 +14,6 @@ The last line is ``ratio=<layer+graph bytes with none / with int8, pipeline>``.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.suite_runs import REPO, Run, execute, read_summary  # noqa: E402
 from experiments.suites import Experiment  # noqa: E402
+from experiments.tables import write_runs  # noqa: E402
 
 CONFIG = "experiments/configs/default.yaml"  # Cora, GCNII-8, hidden 64
 SETTINGS = ("none", "bf16", "fp16", "int8")
@@ -63,12 +62,7 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def write_outputs(rows: list[dict], meta: dict, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "compress.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=1))
-    with open(folder / "compress.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_runs(folder, "compress", rows, meta)
     import matplotlib
 
     matplotlib.use("Agg")
