@@ -34,7 +34,6 @@ class Unit:
     ext_slot: torch.Tensor  # [X] their rows in the evaluation buffer (see Layout)
     ext_hslot: torch.Tensor  # [X] their rows in the history
     ext_unit: torch.Tensor  # [X] local unit index (in its own way) of each ext vertex
-    ext_own: torch.Tensor  # [X] bool: ext vertex belongs to this way
     store_pos: torch.Tensor  # rows of the unit (relative) that some chunk reads: kept in the history ...
     store_slot: torch.Tensor  # ... at these history rows
     own: slice  # this unit's rows in the way-local x / y and evaluation buffer
@@ -62,7 +61,6 @@ class Remote:
     bwd_ids: torch.Tensor  # rows of its grad(m) this worker receives (halo_bwd toward this way)
     r_op: SparseOp  # Ahat[bwd_ids, tgt]: how those gradient rows reach this way's vertices
     tgt: torch.Tensor  # this way's vertices those rows read (sorted)
-    tgt_unit: torch.Tensor
     tgt_ranges: list[tuple[int, int, int]]  # (this way's unit, s, e): tgt[s:e] are that unit's rows
 
 
@@ -147,7 +145,6 @@ def build_layout(
             unit_of_chunk[torch.tensor(chunks)] = j
     vchunk = plan.vertex_chunk()
     vunit = unit_of_chunk[vchunk]
-    vway = plan.chunk_way[vchunk]
     my_lo, my_hi = plan.way_range(way)
     mine = plan.chunks_of_way(way)
     halo = torch.unique(torch.cat([plan.halo_fwd(c, way) for c in range(plan.num_chunks)]))  # rows others send
@@ -166,13 +163,12 @@ def build_layout(
         rows = torch.arange(lo, hi)
         ext = in_neighbours(csr, rows)
         ext = ext[(ext < lo) | (ext >= hi)]
-        ext_own = vway[ext] == way
         store_pos, store_slot = _members(read, rows, "the history")
         u = Unit(
             index=j, chunks=chunks, lo=lo, hi=hi,
             a_in=sub_operator(csr, rows, rows), a_ext=sub_operator(csr, rows, ext),
             ext=ext, ext_slot=eval_slots(ext), ext_hslot=_positions(read, ext, "the history"),
-            ext_unit=vunit[ext], ext_own=ext_own, store_pos=store_pos, store_slot=store_slot,
+            ext_unit=vunit[ext], store_pos=store_pos, store_slot=store_slot,
             own=slice(lo - my_lo, hi - my_lo), train=train_mask[lo:hi].nonzero().flatten(),
             segments=tuple((c, plan.chunk_range(c)[1] - plan.chunk_range(c)[0]) for c in chunks),
         )  # fmt: skip
@@ -198,7 +194,7 @@ def build_layout(
             tgt = tgt[(tgt >= my_lo) & (tgt < my_hi)]
             rem = Remote(
                 fwd_ids=fwd, fwd_slot=eval_slots(fwd), fwd_hslot=_positions(read, fwd, "the history"),
-                bwd_ids=bwd, r_op=sub_operator(csr, bwd, tgt), tgt=tgt, tgt_unit=vunit[tgt],
+                bwd_ids=bwd, r_op=sub_operator(csr, bwd, tgt), tgt=tgt,
                 tgt_ranges=_unit_ranges(tgt, bounds),
             )  # fmt: skip
             remotes[(w2, j)] = _on_device(rem, device)

@@ -84,6 +84,7 @@ class ChunkRecord:
     m_saved: list[tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=list)
     head_in: torch.Tensor | None = None
     loss: torch.Tensor | None = None
+    reach: tuple[int, torch.Tensor | None] | None = None  # backward: see ChunkSteps._reaching_rows
     g: torch.Tensor | None = None  # current gradient (backward)
     gm: torch.Tensor | None = None  # gradient of the current layer's m
 
@@ -297,12 +298,8 @@ class ChunkSteps:
                     reader = units[c]
                     g = reader.a_ext.t_matmul_rows(inbox.use(k, c), s, e)
                     gz.index_add_(0, reader.ext[s:e] - u.lo, self.scale * g)
-            waiting = [(s, e) for t, s, e in u.targets if pos_of[t] < rec.pos]  # own units read fresh
-            if waiting:  # keep the rows of gm that reach them (Ahat >= 0: a row reaches them iff this is > 0)
-                reach = torch.zeros(u.ext.numel(), 1, dtype=gm.dtype, device=gm.device)
-                for s, e in waiting:
-                    reach[s:e] = 1
-                inbox.keep(k, u.index, gm, len(waiting), (u.a_ext @ reach).flatten().nonzero().flatten())
+            uses, rows = self._reaching_rows(rec, gm)
+            inbox.keep(k, u.index, gm, uses, rows)
             if lr.r is not None:
                 torch.autograd.backward([lr.z, lr.r], [gz, lr.r_leaf.grad])
             else:
@@ -310,6 +307,21 @@ class ChunkSteps:
             rec.g = lr.h_in.grad
         rec.gm = None
         rec.layers[k] = None  # this layer is done: drop its handles
+
+    def _reaching_rows(self, rec: ChunkRecord, gm: torch.Tensor) -> tuple[int, torch.Tensor | None]:
+        """(own units this chunk read fresh, its rows that read them): the same for every layer, so computed at
+        the chunk's first ``pre_b`` and kept on its record. ``Ahat >= 0``: a row reads them iff this is > 0."""
+        if rec.reach is None:
+            u = rec.unit
+            waiting = [(s, e) for t, s, e in u.targets if self.pos_of[t] < rec.pos]
+            rows = None
+            if waiting:
+                reach = torch.zeros(u.ext.numel(), 1, dtype=gm.dtype, device=gm.device)
+                for s, e in waiting:
+                    reach[s:e] = 1
+                rows = (u.a_ext @ reach).flatten().nonzero().flatten()
+            rec.reach = (len(waiting), rows)
+        return rec.reach
 
     def encode_b(self, rec: ChunkRecord, a: Action) -> None:
         if rec.enc_out.requires_grad:
