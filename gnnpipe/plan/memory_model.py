@@ -101,7 +101,9 @@ def predict_memory(
         "features_labels": int(n_w * (feat_per_row * first + _LABEL_BYTES_PER_ROW * last)),
         "weights_optimizer": int(ref["weights_optimizer"] * stage_params[stage] / max(total_params, 1)),
         "history": history_copies * geo.hist_rows[way] * sum(widths) * (history_itemsize or itemsize),
-        "history_grad": geo.grad_rows[way] * sum(widths) * itemsize,
+        # the engine's GradInbox fills what the backward frees (DESIGN §7): bounded by one row per vertex and
+        # layer, not added to the peak; what it adds in practice is in the calibrated residual
+        "history_grad": n_w * sum(widths) * itemsize,
         "saved_for_backward": int(saved_ratio * n_w * per_row),
         "in_flight_max": 2 * max(geo.rows) * (model.dims().boundary_widths[hi - 1] + model.dims().h0_width) * itemsize,
         "eval_buffers": int(ref["eval_buffers"] * (3 * n_w + N) / (4 * N)),
@@ -131,9 +133,8 @@ def predict_memory(
         "setup": setup,
         "train": setup
         + kinds["saved_for_backward"]
-        + kinds["history_grad"]
         + kinds["in_flight_max"]
-        + max(fit_at(residual("train", "setup", ("saved_for_backward", "history_grad")), chunk_rows), 0.0),
+        + max(fit_at(residual("train", "setup", ("saved_for_backward",)), chunk_rows), 0.0),
     }
     # the eval phase runs from the end of the first epoch through the first evaluation, so it holds the later
     # training epochs too: the larger of a training epoch and the evaluation buffers, plus what it added in
