@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from experiments.suite_report import build_report, format_tables, plot, write_tables  # noqa: E402
-from experiments.suite_runs import SCRATCH, Run, execute, is_done, repo_relative  # noqa: E402
+from experiments.suite_runs import SCRATCH, Run, finished_results, repo_relative, run_all  # noqa: E402
 from experiments.suites import SuiteError, load_suite, suite_names, suite_path  # noqa: E402
 
 EVIDENCE = REPO / "experiments" / "results" / "accuracy"
@@ -79,23 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(r.shell_command() for r in runs))
         return 0
 
-    failed = []
     t0 = time.perf_counter()
-    for i, r in enumerate([] if args.report else runs):
-        print(f"[{i + 1}/{len(runs)}] {r.run_id}", flush=True)
-        if not args.force and is_done(r):
-            print(f"  {r.run_id}: metrics exist, skipped", flush=True)
-        elif not execute(r, args.timeout):
-            failed.append(r.run_id)
+    failed = run_all([] if args.report else runs, force=args.force, timeout_s=args.timeout)
     print(f"suite {suite.name}: {time.perf_counter() - t0:.0f}s wall", flush=True)
-
-    results = []
-    for r in (r for r in all_runs if r.is_finished()):  # the tables cover every finished run of the suite
-        try:
-            results.append(r.result())
-        except (ValueError, KeyError, TypeError) as exc:  # e.g. made by a RunSummary with other fields
-            print(f"  {r.run_id}: left out of the tables: {exc}")
-            failed.append(r.run_id)
+    results, unreadable = finished_results(all_runs)  # the tables cover every finished run of the suite
+    failed += unreadable
     if not results:
         print(f"no finished runs in {repo_relative(out / 'runs')}")
         return 1

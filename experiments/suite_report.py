@@ -18,7 +18,10 @@ from pathlib import Path
 from experiments.suite_runs import RunResult
 from experiments.suites import Check, Suite
 
-STAT_KEYS = ("test_acc", "best_val_acc", "best_epoch", "final_loss", "epoch_time_s", "comm_bytes_per_epoch", "wall_s")
+STAT_KEYS = (
+    "test_acc", "best_val_acc", "best_epoch", "final_loss", "epoch_time_s", "comm_bytes_per_epoch",
+    "peak_memory_bytes", "wall_s",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ def row_of(result: RunResult, suite: str) -> dict:
         "comm_graph_bytes": comm["graph"],
         "comm_weight_bytes": comm["weight"],
         "comm_bytes_per_epoch": sum(comm.values()),
+        "peak_memory_bytes": max(m.peak_memory_bytes, default=0),  # the largest worker's, whole run
         "wall_s": result.record.wall_s,
         "command": result.record.command,
     }

@@ -189,3 +189,27 @@ def execute(run: Run, timeout_s: float) -> bool:
         return True
     print(f"  {run.run_id}: FAILED (rc={rc}) after {wall:.0f}s; see {repo_relative(log)}", flush=True)
     return False
+
+
+def run_all(runs: list[Run], *, force: bool, timeout_s: float) -> list[str]:
+    """Run each of ``runs`` in turn, skipping those :func:`is_done` finds (unless ``force``); the failed run ids."""
+    failed = []
+    for i, r in enumerate(runs):
+        print(f"[{i + 1}/{len(runs)}] {r.run_id}", flush=True)
+        if not force and is_done(r):
+            print(f"  {r.run_id}: metrics exist, skipped", flush=True)
+        elif not execute(r, timeout_s):
+            failed.append(r.run_id)
+    return failed
+
+
+def finished_results(runs: list[Run]) -> tuple[list[RunResult], list[str]]:
+    """The results of every finished run of ``runs`` (in order), and the ids of those that cannot be read."""
+    results, unreadable = [], []
+    for r in (r for r in runs if r.is_finished()):
+        try:
+            results.append(r.result())
+        except (ValueError, KeyError, TypeError) as exc:  # e.g. made by a RunSummary with other fields
+            print(f"  {r.run_id}: left out of the tables: {exc}")
+            unreadable.append(r.run_id)
+    return results, unreadable

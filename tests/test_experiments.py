@@ -173,6 +173,7 @@ def fake_summary(test_acc: float, losses: list[float], workers: int = 1) -> RunS
         epoch_time_s=0.1,
         comm_bytes_per_epoch={"layer": 0, "graph": 100 * (workers - 1), "weight": 10 * (workers - 1)},
         losses=losses,
+        peak_memory_bytes=[300 << 20] * workers,
         config={
             "dataset": {"name": "cora"},
             "model": {"layers": 16},
