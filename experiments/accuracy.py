@@ -28,7 +28,15 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from experiments.suite_report import build_report, format_tables, plot, write_tables  # noqa: E402
-from experiments.suite_runs import SCRATCH, Run, finished_results, repo_relative, run_all  # noqa: E402
+from experiments.suite_runs import (  # noqa: E402
+    SCRATCH,
+    Run,
+    add_run_options,
+    check_run_options,
+    finished_results,
+    repo_relative,
+    run_all,
+)  # noqa: E402
 from experiments.suites import SuiteError, load_suite, suite_names, suite_path  # noqa: E402
 
 EVIDENCE = REPO / "experiments" / "results" / "accuracy"
@@ -40,14 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
     ap.add_argument("--epochs", type=int, help="override train.epochs for every run")
     ap.add_argument("--only", help="comma-separated experiment names of the suite to run")
-    ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    ap.add_argument("--report", action="store_true", help="run nothing; rebuild the tables from finished runs")
-    ap.add_argument("--force", action="store_true", help="rerun runs whose metrics already exist")
-    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per run before it is killed")
-    where = ap.add_mutually_exclusive_group()
-    where.add_argument("--save", action="store_true", help=f"write into {repo_relative(EVIDENCE)} (the evidence)")
-    where.add_argument("--out", type=Path, help="write into this folder (default: a fresh one under tmp/)")
+    add_run_options(ap, EVIDENCE)
     args = ap.parse_args(argv)
+    check_run_options(ap, args)
     try:
         args.suite = load_suite(suite_path(args.suite))
     except SuiteError as exc:
@@ -63,8 +66,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         unknown = sorted(set(args.only.split(",")) - set(names))
         if unknown:
             ap.error(f"--only: {unknown} not in suite {args.suite.name}: {names}")
-    if args.report and not (args.save or args.out):
-        ap.error("--report reads finished runs: name their folder with --save or --out DIR")
     return args
 
 

@@ -41,7 +41,15 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from experiments.paper_report import write_all  # noqa: E402
-from experiments.suite_runs import SCRATCH, Run, finished_results, repo_relative, run_all  # noqa: E402
+from experiments.suite_runs import (  # noqa: E402
+    SCRATCH,
+    Run,
+    add_run_options,
+    check_run_options,
+    finished_results,
+    repo_relative,
+    run_all,
+)
 from experiments.suites import Experiment  # noqa: E402
 
 DATASETS = {  # name -> its GCNII-32 pipeline config; the other arms are overrides of it
@@ -162,14 +170,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset (default: all)")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset (default: all)")
     ap.add_argument("--epochs", type=int, help="override the mode's epochs per run (e.g. a smoke test)")
-    ap.add_argument("--dry-run", action="store_true", help="print the run commands, run nothing")
-    ap.add_argument("--report", action="store_true", help="train nothing; tables from the finished runs")
-    ap.add_argument("--force", action="store_true", help="rerun runs whose metrics already exist")
-    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per run before it is killed")
-    where = ap.add_mutually_exclusive_group()
-    where.add_argument("--save", action="store_true", help=f"write into {repo_relative(EVIDENCE)}[/quick]")
-    where.add_argument("--out", type=Path, help="write into this folder (default: a fresh one under tmp/)")
+    add_run_options(ap, EVIDENCE)  # --save: EVIDENCE, or EVIDENCE/quick with --quick
     args = ap.parse_args(argv)
+    check_run_options(ap, args)
     for what, allowed in (("datasets", tuple(DATASETS)), ("models", MODELS)):
         chosen = tuple(getattr(args, what).split(","))
         if not chosen or set(chosen) - set(allowed):
@@ -177,8 +180,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         setattr(args, what, tuple(x for x in allowed if x in chosen))
     if args.epochs is not None and args.epochs < 1:
         ap.error(f"--epochs = {args.epochs}; expected >= 1")
-    if args.report and not (args.save or args.out):
-        ap.error("--report reads finished runs: name their folder with --save or --out DIR")
     return args
 
 

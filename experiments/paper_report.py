@@ -159,6 +159,16 @@ def _plt():
     return plt
 
 
+def _finish(fig, path: Path, title: str | None) -> None:
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _datasets(items) -> list[str]:
     return list(dict.fromkeys(s["dataset"] for s in items))
 
@@ -184,12 +194,7 @@ def plot_matrix(summary: list[dict], path: Path, meta: dict) -> None:
         ax.set_ylabel("test accuracy (%)")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(
-        f"{meta['layers']} layers, 4 workers, {len(meta['seeds'])} seed(s), {meta['epochs']} epochs", fontsize=10
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, f"{meta['layers']} layers, 4 workers, {len(meta['seeds'])} seed(s), {meta['epochs']} epochs")
 
 
 def plot_curves(plan: list[Arm], results: list[RunResult], path: Path, meta: dict) -> None:
@@ -221,12 +226,7 @@ def plot_curves(plan: list[Arm], results: list[RunResult], path: Path, meta: dic
     for row in axes:
         row[0].set_ylabel("test acc (%)")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(
-        f"accuracy against epoch, {meta['layers']} layers (mean over {len(meta['seeds'])} seed(s))", fontsize=10
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _finish(fig, path, f"accuracy against epoch, {meta['layers']} layers (mean over {len(meta['seeds'])} seed(s))")
 
 
 def plot_depth(depth: list[dict], path: Path) -> None:
@@ -252,9 +252,7 @@ def plot_depth(depth: list[dict], path: Path) -> None:
     _layer_ticks(ax, depth)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, None)
 
 
 def _layer_ticks(ax, rows: list[dict]) -> None:
@@ -281,7 +279,4 @@ def plot_compress(rows: list[dict], path: Path) -> None:
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
     axes[1].set_ylim(bottom=max(0.0, min(r["test_acc"] for r in rows) - 10))
-    fig.suptitle("parallel.compress, GCNII", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, "parallel.compress, GCNII")

@@ -13,6 +13,7 @@ Per-run stdout goes to ``experiments/results/tmp/accuracy/logs`` (ignored by git
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -213,3 +214,20 @@ def finished_results(runs: list[Run]) -> tuple[list[RunResult], list[str]]:
             print(f"  {r.run_id}: left out of the tables: {exc}")
             unreadable.append(r.run_id)
     return results, unreadable
+
+
+def add_run_options(ap: argparse.ArgumentParser, evidence: Path) -> None:
+    """The options every suite-style runner shares: what to run (``--dry-run``, ``--report``, ``--force``,
+    ``--timeout``) and where its results go (``--save`` into ``evidence`` or ``--out DIR``)."""
+    ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    ap.add_argument("--report", action="store_true", help="run nothing; rebuild the tables from finished runs")
+    ap.add_argument("--force", action="store_true", help="rerun runs whose metrics already exist")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per run before it is killed")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--save", action="store_true", help=f"write into {repo_relative(evidence)} (the evidence)")
+    where.add_argument("--out", type=Path, help="write into this folder (default: a fresh one under tmp/)")
+
+
+def check_run_options(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.report and not (args.save or args.out):
+        ap.error("--report reads finished runs: name their folder with --save or --out DIR")
