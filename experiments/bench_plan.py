@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         for wsc, (pred, under_load) in zip(RUNS[graph], preds, strict=True):
             meas = measure(graph, wsc, args, work, env)
             # other runnable processes during the run: the sampled count less the sampler and our busy workers
-            busy = wsc[0] * wsc[1] * pred["compute_s"] / pred["epoch_time_s"]
+            busy = wsc[0] * wsc[1] * (pred["compute_s"] + pred["overhead_s"]) / pred["epoch_time_s"]
             background = max(meas["procs_running"] - 1 - busy, 0.0)
             row = {
                 "graph": graph, "ways": wsc[0], "stages": wsc[1], "chunks": wsc[2], "strategy": pred["strategy"],
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pred_peak_max": max(pred["peak_memory_bytes"]), "meas_peak_max": max(meas["peak_memory_bytes"]),
                 "pred_peak": pred["peak_memory_bytes"], "meas_peak": meas["peak_memory_bytes"],
                 "pred_bytes": pred["bytes"], "meas_bytes": meas["bytes"], "bytes_equal": pred["bytes"] == meas["bytes"],
-                "breakdown": {k: pred[k] for k in ("compute_s", "comm_s", "bubble_s")},
+                "breakdown": {k: pred[k] for k in ("compute_s", "comm_s", "overhead_s", "bubble_s")},
                 "epoch_times_s": meas["epoch_times_s"], "link": pred["link"],
                 "background_at_calibration": pred["background"], "procs_running_during_run": meas["procs_running"],
                 "background_during_run": background, "pred_epoch_s_run_load": under_load(background),

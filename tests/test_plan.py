@@ -18,6 +18,7 @@ from gnnpipe.plan.costs import (
     Calibration,
     Fit,
     Link,
+    Sharing,
     cache_root,
     calibration_key,
     parse_link,
@@ -27,6 +28,7 @@ from gnnpipe.plan.costs import (
 from gnnpipe.plan.report import parse_memory, parse_projection, projected_calibration
 from gnnpipe.plan.search import Candidate, candidates, predict, rank
 from gnnpipe.plan.simulate import Machine, Task, simulate
+from gnnpipe.plan.workload import all_tasks, geometry
 from gnnpipe.profile.volumes import volume_of
 from gnnpipe.train.run import plan_for
 
@@ -92,6 +94,18 @@ def test_exchange_and_collective_wait_for_the_slowest():
     # w1 posts at 3, its rows reach w0 at 3.25; both leave the exchange at 3.25, the collective ends at 3.75
     assert [w.end for w in r.workers] == pytest.approx([3.75, 3.75])
     assert r.workers[0].comm == pytest.approx(2.25 + 0.5)
+
+
+def test_message_cpu_is_booked_as_overhead_and_shares_the_cores():
+    # w0: 1 s of message CPU then an exchange; w1: 1 s of compute then the exchange. One core: both run at half
+    # speed until 2; the exchange (latency 0.5) ends at 2.5 for both.
+    m = Machine(capacity=1.0, latency_s=0.5, bandwidth=1e30)
+    w0 = [Task("compute", 1.0, overhead=True), Task("exchange", peers=(1,), nbytes=(8,))]
+    w1 = [Task("compute", 1.0), Task("exchange", peers=(0,), nbytes=(8,))]
+    r = simulate([w0, w1], m)
+    assert [w.end for w in r.workers] == pytest.approx([2.5, 2.5])
+    assert (r.workers[0].overhead, r.workers[0].compute, r.workers[0].comm) == pytest.approx((2.0, 0.0, 0.5))
+    assert (r.workers[1].overhead, r.workers[1].compute) == pytest.approx((0.0, 2.0))
 
 
 def test_a_receive_without_a_send_is_a_deadlock():
@@ -161,6 +175,51 @@ def test_predicted_bytes_equal_the_profiler(cache, wsc, compress, order):
     assert pred.bytes == {"layer": vol.layer, "graph": vol.graph, "weight": vol.weight}
     assert len(pred.peak_memory_bytes) == w * s and pred.epoch_time_s > 0
     assert pred.compute_s > 0 and pred.bubble_s >= 0
+
+
+def _tasks_2x1(cfg, graph, cal):
+    """Every task of graph parallelism on 2 ways (2 chunks) with ``cal``."""
+    import dataclasses
+
+    from gnnpipe.models.deep import build_model
+
+    dims = ParallelDims(2, 1, 2, (4,))
+    plan = plan_for(dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, ways=2, chunks=2)), graph)
+    model = build_model(cfg.model, graph.num_features, graph.num_classes, seed=0)
+    params = [sum(q.numel() for q in model.parameters())]
+    kw = dict(dims=dims, geo=geometry(plan), cal=cal, model=model.dims(), stage_params=params, itemsize=4)
+    return all_tasks([0], **kw), params[0], geometry(plan)
+
+
+def test_sharing_scales_compute_adds_message_cpu_and_times_the_all_reduce(cache):
+    """With a measured Sharing for 2 workers: every compute task takes the factor, every halo exchange gets the
+    CPU of its sent and received message ends, the weight all-reduce costs what the probe's all-reduce over the
+    2 workers measured (the ring over all of them), all as the Sharing's numbers say."""
+    import dataclasses
+
+    cfg = _cfg()
+    graph = load_graph(cfg.dataset)
+    cal = fake_calibration(cfg, 2)
+    sharing = Sharing(2, compute_factor=1.5, msg_cpu=Fit(1e-3, 1e-9, 0.0), allreduce=Fit(2e-3, 4e-9, 0.0))
+    plain, params, geo = _tasks_2x1(cfg, graph, cal)
+    shared, _, _ = _tasks_2x1(cfg, graph, dataclasses.replace(cal, sharing={"2": sharing}))
+    for w in range(2):
+        base = [t for t in plain[w] if t.kind == "compute" and t.label != "step"]
+        comp = [t for t in shared[w] if t.kind == "compute" and not t.overhead and t.label != "step"]
+        assert [t.seconds for t in comp] == pytest.approx([1.5 * t.seconds for t in base])
+        over = [t for t in shared[w] if t.overhead]
+        exchanges = [t for t in shared[w] if t.kind == "exchange"]
+        assert len(exchanges) == 2 * 4 and len(over) == 2 * len(exchanges) and not any(t.overhead for t in plain[w])
+        # forward halo of layer 0: this way sends halo_fwd[w][1 - w] rows and receives halo_fwd[1 - w][w] (width 8)
+        sent, got = geo.halo_fwd[w][1 - w] * 8 * 4, geo.halo_fwd[1 - w][w] * 8 * 4
+        i = shared[w].index(exchanges[0])
+        assert shared[w][i - 1].seconds == pytest.approx(1e-3 + 1e-9 * sent)
+        assert shared[w][i + 1].seconds == pytest.approx(1e-3 + 1e-9 * got)
+        (weights,) = [t for t in shared[w] if t.label == "weight"]
+        assert weights.seconds == pytest.approx(2e-3 + 4e-9 * params * 4)
+    assert sharing.ring_step() == pytest.approx((1e-3, 4e-9))
+    again = Calibration.from_dict(json.loads(json.dumps(dataclasses.replace(cal, sharing={"2": sharing}).to_dict())))
+    assert again.shared_by(2) == sharing and again.shared_by(4) is None
 
 
 def test_candidates_respect_world_size_layers_and_memory(cache):

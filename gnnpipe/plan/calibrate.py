@@ -144,9 +144,25 @@ def calibrate(
     warmup: int = 1,
     epochs: int = 3,
     refresh: bool = False,
+    workers: int = 1,
 ) -> Calibration:
     """Measure (or load from ``cache``) the calibration of ``cfg``'s model and ``graph`` at ``threads`` threads.
-    Chunk sizes are the plan's rows and in-edges (as the planner's :class:`Geometry` counts them)."""
+    Chunk sizes are the plan's rows and in-edges (as the planner's :class:`Geometry` counts them). On a CPU,
+    what ``workers`` workers sharing the machine cost (``plan/sharing.py``) is probed once per worker count and
+    kept in the same cached calibration."""
+    cal = _calibrate(cfg, graph, threads=threads, cores=cores, cache=cache, link=link, chunk_counts=chunk_counts,
+                     warmup=warmup, epochs=epochs, refresh=refresh)  # fmt: skip
+    if cal.device == "cpu" and workers > 1 and cal.shared_by(workers) is None:
+        from gnnpipe.plan.sharing import probe_sharing
+
+        stored = load_cached(cache, cal.key) or cal
+        stored = dataclasses.replace(stored, sharing={**stored.sharing, str(workers): probe_sharing(workers, threads)})
+        save_calibration(cache, stored)
+        cal = dataclasses.replace(cal, sharing=stored.sharing)
+    return cal
+
+
+def _calibrate(cfg, graph, *, threads, cores, cache, link, chunk_counts, warmup, epochs, refresh) -> Calibration:
     from gnnpipe.parallel.spawn import run_workers
     from gnnpipe.partition.prepared import prepare
     from gnnpipe.plan.workload import geometry

@@ -21,8 +21,8 @@ import numpy as np
 from gnnpipe.config import ConfigError, ExperimentConfig
 
 __all__ = [
-    "Link", "Fit", "Calibration", "parse_link", "calibration_key", "cache_root", "load_cached", "save_calibration",
-    "layer_costs", "worker_threads", "cost_split_counts",
+    "Link", "Fit", "Sharing", "Calibration", "parse_link", "calibration_key", "cache_root", "load_cached",
+    "save_calibration", "layer_costs", "worker_threads", "cost_split_counts",
 ]  # fmt: skip
 
 CALIBRATION_VERSION = 1
@@ -66,6 +66,29 @@ class Fit:
 
 
 @dataclass(frozen=True)
+class Sharing:
+    """What ``workers`` local workers cost beyond their one-worker compute (``plan/sharing.py`` measures it):
+    ``compute_factor`` (CPU time of a compute step with all of them computing, over alone), ``msg_cpu`` (CPU
+    seconds per message end, send or receive: ``a + per_row * bytes``; ``per_edge`` unused) and ``allreduce``
+    (wall seconds of an all-reduce over all of them, the same form)."""
+
+    workers: int
+    compute_factor: float
+    msg_cpu: Fit
+    allreduce: Fit
+
+    def msg_s(self, messages: int, nbytes: float) -> float:
+        """CPU seconds of ``messages`` message ends carrying ``nbytes`` in all."""
+        return messages * self.msg_cpu.a + nbytes * self.msg_cpu.per_row
+
+    def ring_step(self) -> tuple[float, float]:
+        """(seconds, seconds per byte) of one step of a ring all-reduce, from the measured all-reduce over
+        ``workers`` (2(n-1) steps of 1/n of the buffer)."""
+        n = max(self.workers, 2)
+        return self.allreduce.a / (2 * (n - 1)), self.allreduce.per_row * n / (2 * (n - 1))
+
+
+@dataclass(frozen=True)
 class Calibration:
     """Everything measured: ``fits`` by op (``encode``, ``loss``, ``loss_b``, ``encode_b``, ``recompute``) or op
     and layer (``pre@3``, ``agg@3``, ``agg_b@3``, ``pre_b@3``); ``step_per_elem_s`` (optimizer, per weight
@@ -82,6 +105,7 @@ class Calibration:
     link: Link
     memory: dict
     background: float = 0.0  # other runnable processes while calibrating (CPU; see plan/simulate.py)
+    sharing: dict[str, Sharing] = dataclasses.field(default_factory=dict)  # by worker count (CPU only)
 
     def seconds(self, op: str, layer: int, rows: float, edges: float) -> float:
         fit = self.fits.get(f"{op}@{layer}") or self.fits.get(op)
@@ -92,9 +116,16 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibration:
-        return cls(
-            **{**d, "fits": {k: Fit(**v) for k, v in d["fits"].items()}, "link": Link(**d["link"])},
-        )
+        sharing = {
+            k: Sharing(v["workers"], v["compute_factor"], Fit(**v["msg_cpu"]), Fit(**v["allreduce"]))
+            for k, v in d.get("sharing", {}).items()
+        }
+        fits = {k: Fit(**v) for k, v in d["fits"].items()}
+        return cls(**{**d, "fits": fits, "link": Link(**d["link"]), "sharing": sharing})
+
+    def shared_by(self, workers: int) -> Sharing | None:
+        """The measured cost of ``workers`` sharing the machine (None: not measured, or one device each)."""
+        return self.sharing.get(str(workers))
 
 
 def layer_costs(cal: Calibration, num_layers: int, rows: int, edges: int) -> list[float]:

@@ -25,7 +25,14 @@ def calibration_for(
 
     threads = worker_threads(cfg.train.device, workers)
     return calibrate(
-        cfg, graph, threads=threads, cores=os.cpu_count() or 1, cache=cache_root(), link=link, refresh=recalibrate
+        cfg,
+        graph,
+        threads=threads,
+        cores=os.cpu_count() or 1,
+        cache=cache_root(),
+        link=link,
+        refresh=recalibrate,
+        workers=workers,
     )
 
 

@@ -82,6 +82,7 @@ def projected_calibration(cal: Calibration, proj: Projection, cfg: ExperimentCon
         step_per_elem_s=cal.step_per_elem_s * scale,
         epoch_overhead_s=cal.epoch_overhead_s * scale,
         link=proj.link,
+        sharing={},  # one device per worker: no sharing of this machine's cores
     )
 
 
@@ -93,7 +94,8 @@ def _row(i: int, p: Prediction, best: bool) -> str:
     flag = " *" if best else ("  (over memory)" if not p.fits_memory else "")
     return (
         f"{i:>3} {p.strategy:<8} {c.ways:>2}x{c.stages:<2} C={c.chunks:<4} {split:<14} {c.split:<5} "
-        f"{p.epoch_time_s:>9.4f} {p.compute_s:>9.4f} {p.comm_s:>9.4f} {p.bubble_s:>9.4f} {mem:>12} {vol:>12}{flag}"
+        f"{p.epoch_time_s:>9.4f} {p.compute_s:>9.4f} {p.comm_s:>9.4f} {p.overhead_s:>9.4f} {p.bubble_s:>9.4f} "
+        f"{mem:>12} {vol:>12}{flag}"
     )
 
 
@@ -102,7 +104,7 @@ def format_table(preds: list[Prediction], *, title: str, inputs: list[str]) -> s
     best = next((p for p in preds if p.fits_memory), None)
     head = (
         f"{'#':>3} {'strategy':<8} {'WxS':<5} {'chunks':<6} {'layers/stage':<14} {'split':<5} "
-        f"{'epoch s':>9} {'compute':>9} {'comm':>9} {'bubble':>9} {'peak mem':>12} {'bytes/ep':>12}"
+        f"{'epoch s':>9} {'compute':>9} {'comm':>9} {'msg cpu':>9} {'bubble':>9} {'peak mem':>12} {'bytes/ep':>12}"
     )
     lines = [title, *(f"  {s}" for s in inputs), head]
     lines += [_row(i, p, p is best) for i, p in enumerate(preds, 1)]

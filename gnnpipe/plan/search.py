@@ -4,8 +4,8 @@ Candidates: every ``W x S = N`` with ``S <= layers``; graph parallelism (``S = 1
 otherwise ``C = W * S * k`` for ``k`` in ``chunk_factors`` (chunks per way a multiple of the stage count, so the
 pipeline can fill); each with the equal layer split and, when it differs, the min-max split over the
 calibrated per-layer costs. A prediction is the mean simulated epoch over ``orders`` chunk orders (the orders
-the run will draw, from ``train.seed``), its mean per-worker compute / communication / bubble, the peak
-memory per worker and the bytes per epoch by kind; candidates over the memory budget are kept but marked.
+the run will draw, from ``train.seed``), its mean per-worker compute / communication / message CPU / bubble,
+the peak memory per worker and the bytes per epoch by kind; candidates over the memory budget are kept but marked.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class Prediction:
     epoch_time_s: float
     compute_s: float  # mean over workers
     comm_s: float
+    overhead_s: float  # message CPU (plan/sharing.py), mean over workers
     bubble_s: float
     peak_memory_bytes: tuple[int, ...]  # per worker, rank order
     bytes: dict[str, int]  # per epoch, cluster-wide, by kind
@@ -63,7 +64,8 @@ class Prediction:
         return {
             "ways": c.ways, "stages": c.stages, "chunks": c.chunks, "stage_split": list(c.stage_split),
             "split": c.split, "strategy": self.strategy, "epoch_time_s": self.epoch_time_s,
-            "compute_s": self.compute_s, "comm_s": self.comm_s, "bubble_s": self.bubble_s,
+            "compute_s": self.compute_s, "comm_s": self.comm_s, "overhead_s": self.overhead_s,
+            "bubble_s": self.bubble_s,
             "peak_memory_bytes": list(self.peak_memory_bytes), "bytes": dict(self.bytes),
             "fits_memory": self.fits_memory,
         }  # fmt: skip
@@ -160,6 +162,7 @@ def predict(
         epoch_time_s=statistics.mean(r.makespan for r in runs),
         compute_s=statistics.mean(w.compute for r in runs for w in r.workers),
         comm_s=statistics.mean(w.comm for r in runs for w in r.workers),
+        overhead_s=statistics.mean(w.overhead for r in runs for w in r.workers),
         bubble_s=statistics.mean(w.bubble for r in runs for w in r.workers),
         peak_memory_bytes=tuple(mem),
         bytes={"layer": layer, "graph": graph_b, "weight": weight},

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["Task", "Machine", "WorkerTimes", "SimResult", "simulate", "BREAKDOWN"]
 
-BREAKDOWN = ("compute", "comm", "bubble")
+BREAKDOWN = ("compute", "comm", "overhead", "bubble")
 _EPS = 1e-12
 
 
@@ -29,7 +29,9 @@ class Task:
     (``nbytes[0]`` to ``peers[0]``), ``recv`` (from ``peers[0]``), ``exchange`` (send ``nbytes[i]`` to
     ``peers[i]`` and receive one message from each), ``collective`` (all of ``peers``, this worker included,
     then ``seconds`` more), ``flush`` (until this worker's sends have arrived). ``bubble``: waiting in it
-    counts as pipeline fill/drain, not communication."""
+    counts as pipeline fill/drain, not communication. ``overhead``: a compute task that is the CPU work of
+    messages (packing, posting, the transport's threads, unpacking): it shares the cores like compute and is
+    booked as ``overhead``."""
 
     kind: str
     seconds: float = 0.0
@@ -37,6 +39,7 @@ class Task:
     nbytes: tuple[int, ...] = ()
     bubble: bool = False
     label: str = ""
+    overhead: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,13 @@ class Machine:
 
 @dataclass
 class WorkerTimes:
-    """Seconds of one worker's epoch by what it was doing (``compute`` includes slow-down from sharing)."""
+    """Seconds of one worker's epoch by what it was doing (``compute`` and ``overhead`` include the slow-down
+    from sharing the cores)."""
 
     end: float = 0.0
     compute: float = 0.0
     comm: float = 0.0
+    overhead: float = 0.0
     bubble: float = 0.0
 
 
@@ -185,7 +190,9 @@ class _Sim:
         t = self.tasks[i][self.idx[i]]
         spent = self.now - self.started[i]
         w = self.out[i]
-        if t.kind == "compute":
+        if t.kind == "compute" and t.overhead:
+            w.overhead += spent
+        elif t.kind == "compute":
             w.compute += spent
         elif t.bubble:
             w.bubble += spent

@@ -86,11 +86,15 @@ def geometry(plan: ChunkPlan) -> Geometry:
     )
 
 
-def _collective_s(cal: Calibration, n: int, nbytes: float) -> float:
-    """A ring all-reduce of ``nbytes`` over ``n`` workers: 2(n-1) steps of a 1/n share each."""
+def _collective_s(cal: Calibration, n: int, nbytes: float, world: int) -> float:
+    """A ring all-reduce of ``nbytes`` over ``n`` workers: 2(n-1) steps of a 1/n share each; a step costs what
+    the all-reduce measured over the ``world`` workers sharing this machine shows (``plan/sharing.py``), else
+    the link's latency and bandwidth."""
     if n <= 1:
         return 0.0
-    return 2 * (n - 1) * (cal.link.latency_s + nbytes / n / cal.link.bandwidth)
+    sharing = cal.shared_by(world)
+    step, per_byte = sharing.ring_step() if sharing else (cal.link.latency_s, 1.0 / cal.link.bandwidth)
+    return 2 * (n - 1) * (step + nbytes / n * per_byte)
 
 
 def worker_tasks(
@@ -106,51 +110,68 @@ def worker_tasks(
     recompute: bool = False,
     compress: str = "none",
 ) -> list[Task]:
-    """The tasks of worker ``rank`` in one training epoch with chunk ``order`` (local indices)."""
+    """The tasks of worker ``rank`` in one training epoch with chunk ``order`` (local indices). With a measured
+    :class:`~gnnpipe.plan.costs.Sharing` for this many workers, compute takes its ``compute_factor`` and every
+    message end adds its CPU (``overhead`` tasks: the sends' before they are posted, the receives' after)."""
     way, stage = dims.coords(rank)
     lo, hi = dims.layer_range(stage)
     P = dims.chunks_per_way
     h0 = model.h0_width
+    sharing = cal.shared_by(dims.world_size)
+    factor = sharing.compute_factor if sharing else 1.0
     out: list[Task] = []
+
+    def overhead(messages: int, nbytes: float) -> None:
+        if sharing is not None and messages:
+            out.append(Task("compute", sharing.msg_s(messages, nbytes), label="message cpu", overhead=True))
+
     for act in worker_schedule(order, dims=dims, stage=stage, recompute=recompute):
         c = way * P + act.chunk if act.chunk >= 0 else -1
         n, e = (geo.rows[c], geo.edges[c]) if c >= 0 else (0, 0)
         op = act.op
         if op in _COMPUTE:
-            out.append(Task("compute", cal.seconds(op.value, act.layer, n, e), label=str(act)))
+            out.append(Task("compute", cal.seconds(op.value, act.layer, n, e) * factor, label=str(act)))
         elif op == Op.RECOMPUTE:
             fit = cal.fits.get("recompute")
             fwd = sum(cal.seconds(o, lyr, n, e) for lyr in range(lo, hi) for o in ("pre", "agg"))
             sec = fit.seconds(n, e) if fit else fwd
-            out.append(Task("compute", sec, label=str(act)))
+            out.append(Task("compute", sec * factor, label=str(act)))
         elif op in (Op.RECV_ACT, Op.SEND_ACT, Op.RECV_GRAD, Op.SEND_GRAD):
             to_next = op in (Op.SEND_ACT, Op.RECV_GRAD)
             peer = dims.rank(way, stage + 1 if to_next else stage - 1)
             width = model.boundary_widths[(hi if to_next else lo) - 1]
             per_row = row_bytes(width, itemsize, compress) + (row_bytes(h0, itemsize, compress) if h0 else 0)
+            messages = 2 if h0 else 1  # h and h0 go as separate messages (comm.py: a list per peer)
             if op in (Op.SEND_ACT, Op.SEND_GRAD):
+                overhead(messages, n * per_row)
                 out.append(Task("send", peers=(peer,), nbytes=(n * per_row,), label="layer"))
             else:
                 first = act.pos == (0 if op == Op.RECV_ACT else P - 1)
                 out.append(Task("recv", peers=(peer,), bubble=first, label="layer"))
+                overhead(messages, n * per_row)
         elif op in (Op.HALO, Op.HALO_B):
             table = geo.halo_fwd if op == Op.HALO else geo.halo_bwd
             others = [w2 for w2 in range(dims.ways) if w2 != way]
             per_row = row_bytes(model.agg_widths[act.layer], itemsize, compress)
             sizes = tuple(table[c][w2] * per_row for w2 in others)
             peers = tuple(dims.rank(w2, stage) for w2 in others)
+            overhead(len(others), sum(sizes))
             out.append(Task("exchange", peers=peers, nbytes=sizes, label="graph"))
+            overhead(len(others), sum(table[w2 * P + act.chunk][way] * per_row for w2 in others))
         elif op == Op.REDUCE_LOSS:
             out.append(Task("flush", label="layer"))
             world = tuple(range(dims.world_size))
-            sec = 2 * math.ceil(math.log2(max(len(world), 1))) * cal.link.latency_s if len(world) > 1 else 0.0
+            if sharing is not None:
+                sec = sharing.allreduce.seconds(8, 0)
+            else:
+                sec = 2 * math.ceil(math.log2(max(len(world), 1))) * cal.link.latency_s if len(world) > 1 else 0.0
             out.append(Task("collective", sec, peers=world, bubble=True, label="control"))
         elif op == Op.ALLREDUCE:
             ranks = tuple(dims.stage_ranks(stage))
-            sec = _collective_s(cal, len(ranks), stage_params[stage] * itemsize)
+            sec = _collective_s(cal, len(ranks), stage_params[stage] * itemsize, dims.world_size)
             out.append(Task("collective", sec, peers=ranks, label="weight"))
         elif op == Op.STEP:
-            sec = cal.step_per_elem_s * stage_params[stage] + cal.epoch_overhead_s
+            sec = cal.step_per_elem_s * stage_params[stage] * factor + cal.epoch_overhead_s
             out.append(Task("compute", sec, label="step"))
         else:
             raise ValueError(f"no cost for action {act}")

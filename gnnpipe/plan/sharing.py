@@ -1,0 +1,124 @@
+"""What ``N`` workers sharing this machine cost beyond their one-worker compute (DESIGN §10): a short probe.
+
+The one-worker calibration sees neither messages nor neighbours. This probe starts the ``N`` workers a run
+will start (at the threads each gets) and measures, through ``Comm`` as the engine uses it:
+
+* ``compute_factor``: main-thread CPU seconds of a fixed aggregation-like block (gather, matmul, scatter-add
+  on ``[rows, width]``) while all ``N`` compute at once, over the same block computed alone (the others wait).
+  Cache and memory-bandwidth sharing, and the cache refills after context switches when ``N`` > cores, slow
+  every action; the one-worker calibration cannot see it.
+* ``msg_cpu``: CPU seconds of the process (main thread and gloo's threads) per message end (a send or a
+  receive), as ``a + per_byte * bytes``: packing the rows (``index_select``), posting, gloo's socket work,
+  waking up, unpacking. Rounds of block + ring exchange (send to the next rank, receive from the previous);
+  the process CPU of a round less the block's main-thread CPU, over the round's two message ends.
+* ``allreduce``: wall seconds of an all-reduce of all ``N`` after they meet (``a + per_byte * bytes``, at two
+  sizes): the weight all-reduce's cost on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+from gnnpipe.plan.costs import Fit, Sharing
+
+__all__ = ["probe_sharing"]
+
+_MSG_BYTES = (4 * 64, 64 * 1024, 512 * 1024)  # a few rows, a Cora chunk's halo, a large stage message
+_AR_BYTES = (8, 1 << 20)
+
+
+def _block(x, w, idx, out):
+    """An aggregation-like step: ``out[idx] += x[idx] @ w`` (x: [rows, width])."""
+    out.index_add_(0, idx, x.index_select(0, idx) @ w)
+
+
+def _sharing_worker(world: int, threads: int, rows: int, width: int, reps: int) -> dict:
+    import torch
+    import torch.distributed as dist
+
+    from gnnpipe.parallel.comm import Comm
+    from gnnpipe.parallel.dims import ParallelDims
+
+    torch.set_num_threads(max(threads, 1))
+    comm = Comm.init(ParallelDims(world, 1, world, (1,)), timeout_s=60.0)
+    me, ranks = comm.rank, list(range(world))
+    g = torch.Generator().manual_seed(me)
+    x, w = torch.randn(rows, width, generator=g), torch.randn(width, width, generator=g)
+    idx, out = torch.randint(0, rows, (4 * rows,), generator=g), torch.zeros(rows, width)
+
+    def sync() -> None:
+        comm.all_reduce_sum(torch.zeros(1), kind="control", group_ranks=ranks)
+
+    def blocks(n: int) -> float:
+        c0 = time.thread_time()
+        for _ in range(n):
+            _block(x, w, idx, out)
+        return (time.thread_time() - c0) / n
+
+    blocks(3)  # warm-up
+    alone = []
+    for r in ranks:  # each alone in turn while the others wait
+        sync()
+        if r == me:
+            alone.append(blocks(reps))
+        sync()
+    together = blocks(reps)
+    msg: dict[int, float] = {}
+    nxt, prv = (me + 1) % world, (me - 1) % world
+    for nbytes in _MSG_BYTES:
+        n = max(nbytes // (4 * width), 1)
+        sel, buf = torch.arange(n) % rows, torch.empty(n, width)
+        sync()
+        p0, busy = time.process_time(), 0.0
+        for _ in range(reps):
+            c0 = time.thread_time()
+            _block(x, w, idx, out)
+            busy += time.thread_time() - c0
+            comm.exchange({nxt: x.index_select(0, sel)}, {prv: buf}, kind="control")
+            out[sel] += buf  # unpacking into the rows that use it
+        msg[n * 4 * width] = (time.process_time() - p0 - busy) / reps / 2
+    ar: dict[int, float] = {}
+    for nbytes in _AR_BYTES:
+        t = torch.zeros(max(nbytes // 4, 1))
+        walls = []
+        for _ in range(reps):
+            sync()
+            t0 = time.perf_counter()
+            dist.all_reduce(t)
+            walls.append(time.perf_counter() - t0)
+        ar[t.numel() * 4] = statistics.median(walls)
+    comm.close()
+    return {"alone": alone[0], "together": together, "msg": msg, "allreduce": ar}
+
+
+def _line(points: dict[int, float]) -> Fit:
+    """``a + per_byte * bytes`` through the points (least squares, both coefficients kept >= 0)."""
+    b = np.array(sorted(points), dtype=float)
+    y = np.array([points[k] for k in sorted(points)])
+    slope, a = np.polyfit(b, y, 1) if len(b) > 1 else (0.0, float(y[0]))
+    slope = max(float(slope), 0.0)
+    a = max(float(np.mean(y - slope * b)), 0.0)
+    return Fit(a, slope, 0.0)
+
+
+def probe_sharing(workers: int, threads: int, *, rows: int = 2048, width: int = 64, reps: int = 40) -> Sharing:
+    """Run the probe on ``workers`` local gloo workers at ``threads`` threads each (a few seconds)."""
+    from gnnpipe.parallel.spawn import run_workers
+
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(max(threads, 1))  # as torchrun sets it for a run's workers
+    try:
+        res = [r.value for r in run_workers(_sharing_worker, workers, workers, threads, rows, width, reps)]
+    finally:
+        if old is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
+    factor = statistics.mean(r["together"] / max(r["alone"], 1e-9) for r in res)
+    msg = {k: statistics.mean(r["msg"][k] for r in res) for k in res[0]["msg"]}
+    ar = {k: statistics.mean(r["allreduce"][k] for r in res) for k in res[0]["allreduce"]}
+    return Sharing(workers=workers, compute_factor=max(factor, 1.0), msg_cpu=_line(msg), allreduce=_line(ar))
