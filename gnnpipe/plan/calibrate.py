@@ -156,7 +156,8 @@ def calibrate(
         from gnnpipe.plan.sharing import probe_sharing
 
         stored = load_cached(cache, cal.key) or cal
-        stored = dataclasses.replace(stored, sharing={**stored.sharing, str(workers): probe_sharing(workers, threads)})
+        probe = probe_sharing(workers, threads, rows=graph.num_nodes // workers, width=cfg.model.hidden)
+        stored = dataclasses.replace(stored, sharing={**stored.sharing, str(workers): probe})
         save_calibration(cache, stored)
         cal = dataclasses.replace(cal, sharing=stored.sharing)
     return cal

@@ -4,7 +4,8 @@ The one-worker calibration sees neither messages nor neighbours. This probe star
 will start (at the threads each gets) and measures, through ``Comm`` as the engine uses it:
 
 * ``compute_factor``: main-thread CPU seconds of a fixed aggregation-like block (gather, matmul, scatter-add
-  on ``[rows, width]``) while all ``N`` compute at once, over the same block computed alone (the others wait).
+  on ``[rows, width]``, a worker's share of the graph) while all ``N`` compute at once, over the same block
+  computed alone (the others wait).
   Cache and memory-bandwidth sharing, and the cache refills after context switches when ``N`` > cores, slow
   every action; the one-worker calibration cannot see it.
 * ``msg_cpu``: CPU seconds of the process (main thread and gloo's threads) per message end (a send or a
@@ -49,6 +50,7 @@ def _sharing_worker(world: int, threads: int, rows: int, width: int, reps: int) 
     g = torch.Generator().manual_seed(me)
     x, w = torch.randn(rows, width, generator=g), torch.randn(width, width, generator=g)
     idx, out = torch.randint(0, rows, (4 * rows,), generator=g), torch.zeros(rows, width)
+    small = idx[: 4 * min(rows, 2048)] % min(rows, 2048)  # the message rounds' block: a small chunk's step
 
     def sync() -> None:
         comm.all_reduce_sum(torch.zeros(1), kind="control", group_ranks=ranks)
@@ -59,14 +61,15 @@ def _sharing_worker(world: int, threads: int, rows: int, width: int, reps: int) 
             _block(x, w, idx, out)
         return (time.thread_time() - c0) / n
 
-    blocks(3)  # warm-up
+    n_blocks = int(min(max(0.25 / max(blocks(2), 1e-6), 3), reps))  # about 0.25 s of blocks per measurement
+    n_blocks = int(comm.all_gather_object(n_blocks)[0])
     alone = []
     for r in ranks:  # each alone in turn while the others wait
         sync()
         if r == me:
-            alone.append(blocks(reps))
+            alone.append(blocks(n_blocks))
         sync()
-    together = blocks(reps)
+    together = blocks(n_blocks)
     msg: dict[int, float] = {}
     nxt, prv = (me + 1) % world, (me - 1) % world
     for nbytes in _MSG_BYTES:
@@ -76,7 +79,7 @@ def _sharing_worker(world: int, threads: int, rows: int, width: int, reps: int) 
         p0, busy = time.process_time(), 0.0
         for _ in range(reps):
             c0 = time.thread_time()
-            _block(x, w, idx, out)
+            _block(x, w, small, out)
             busy += time.thread_time() - c0
             comm.exchange({nxt: x.index_select(0, sel)}, {prv: buf}, kind="control")
             out[sel] += buf  # unpacking into the rows that use it
@@ -106,7 +109,10 @@ def _line(points: dict[int, float]) -> Fit:
 
 
 def probe_sharing(workers: int, threads: int, *, rows: int = 2048, width: int = 64, reps: int = 40) -> Sharing:
-    """Run the probe on ``workers`` local gloo workers at ``threads`` threads each (a few seconds)."""
+    """Run the probe on ``workers`` local gloo workers at ``threads`` threads each (a few seconds). ``rows`` and
+    ``width``: the compute block's size, a worker's share of the graph at the model's width (so that it
+    touches as much memory as the engine's steps do); capped at 2**18 rows."""
+    rows = max(min(rows, 1 << 18), 64)
     from gnnpipe.parallel.spawn import run_workers
 
     old = os.environ.get("OMP_NUM_THREADS")
