@@ -3,7 +3,8 @@ calibration runs measured beyond those kinds.
 
 Per worker (way w, stage s): graph structures (bytes per in-edge of the way, calibrated), features (first
 stage) and labels (last stage) per row, weights with gradients and Adam moments, history ``Z`` (and ``H``) over
-the way's history rows, gradient buffers over its gradient rows, what autograd saves (bytes per row of the
+the way's history rows, the gradient inbox (reported at its bound, one row per vertex and layer of the way,
+not added to the peak: it fills what the backward frees), what autograd saves (bytes per row of the
 stage's modules counted with ``memory.SavedTensors`` on a few rows, scaled by the ratio the calibration run
 measured), the in-flight buffers and the evaluation buffers. Each phase's peak (load, setup, train, eval) is
 the kinds alive in it plus the residual that phase showed in calibration (allocator slack, library buffers,

@@ -7,7 +7,7 @@ bytes of ``parallel.compress``: ``codec.row_bytes``); halo exchanges the plan's 
 rows at the layer's aggregation width; the epoch end is the
 loss all-reduce over all workers (the drain), the weight all-reduce over the ways of a stage and the step.
 :class:`Geometry` is what a chunk plan contributes: per-chunk rows, in-edges and halo counts, per-way history
-and gradient-buffer rows (DESIGN §7).
+rows (DESIGN §7).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _COMPUTE = {Op.ENCODE, Op.PRE, Op.AGG, Op.LOSS, Op.LOSS_B, Op.AGG_B, Op.PRE_B, O
 class Geometry:
     """Sizes of one chunk plan: ``rows[c]``, ``edges[c]`` (in-edges of chunk c), ``halo_fwd[c][w2]`` and
     ``halo_bwd[c][w2]`` (rows chunk c sends to way w2 forward / backward), per way ``hist_rows`` (rows its
-    history stores) and ``grad_rows`` (rows its gradient buffer covers)."""
+    history stores)."""
 
     num_nodes: int
     ways: int
@@ -43,7 +43,6 @@ class Geometry:
     halo_fwd: tuple[tuple[int, ...], ...]
     halo_bwd: tuple[tuple[int, ...], ...]
     hist_rows: tuple[int, ...]
-    grad_rows: tuple[int, ...]
 
     @property
     def chunks(self) -> int:
@@ -63,16 +62,10 @@ def geometry(plan: ChunkPlan) -> Geometry:
     C, W = plan.num_chunks, plan.num_ways
     fwd = tuple(tuple(plan.halo_fwd(c, w2).numel() for w2 in range(W)) for c in range(C))
     bwd = tuple(tuple(plan.halo_bwd(c, w2).numel() for w2 in range(W)) for c in range(C))
-    hist, grad = [], []
+    hist = []
     for w in range(W):
-        mine = plan.chunks_of_way(w)
-        lo, hi = plan.way_range(w)
         empty = torch.empty(0, dtype=torch.int64)
-        read = torch.unique(torch.cat([empty] + [plan.ext(c) for c in mine]))
-        by_others = [plan.halo_fwd(c, w2) for c in mine for w2 in range(W) if w2 != w]
-        own_read = read[(read >= lo) & (read < hi)]
-        hist.append(int(read.numel()))
-        grad.append(int(torch.unique(torch.cat([empty, own_read, *by_others])).numel()))
+        hist.append(int(torch.unique(torch.cat([empty] + [plan.ext(c) for c in plan.chunks_of_way(w)])).numel()))
     counts = plan.block_counts.sum(1)
     return Geometry(
         num_nodes=plan.num_nodes,
@@ -82,7 +75,6 @@ def geometry(plan: ChunkPlan) -> Geometry:
         halo_fwd=fwd,
         halo_bwd=bwd,
         hist_rows=tuple(hist),
-        grad_rows=tuple(grad),
     )
 
 
