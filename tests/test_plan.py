@@ -26,7 +26,7 @@ from gnnpipe.plan.costs import (
     worker_threads,
 )
 from gnnpipe.plan.report import parse_memory, parse_projection, projected_calibration
-from gnnpipe.plan.search import Candidate, candidates, predict, rank
+from gnnpipe.plan.search import Candidate, candidates, machine_of, predict, rank
 from gnnpipe.plan.simulate import Machine, Task, simulate
 from gnnpipe.plan.workload import all_tasks, geometry
 from gnnpipe.profile.volumes import volume_of
@@ -220,6 +220,24 @@ def test_sharing_scales_compute_adds_message_cpu_and_times_the_all_reduce(cache)
     assert sharing.ring_step() == pytest.approx((1e-3, 4e-9))
     again = Calibration.from_dict(json.loads(json.dumps(dataclasses.replace(cal, sharing={"2": sharing}).to_dict())))
     assert again.shared_by(2) == sharing and again.shared_by(4) is None
+
+
+def test_a_probed_link_latency_loses_the_message_cpu_the_overhead_tasks_book():
+    """A ping-pong's one-way time holds both message ends' CPU; with a sharing probe that CPU is booked as
+    overhead tasks, so the wire keeps only the rest (never below 0); a given link is the wire as it is."""
+    import dataclasses
+
+    cfg = _cfg()
+    cal = dataclasses.replace(fake_calibration(cfg, 2), link=Link(5e-4, 1e9, "probe"))
+    sharing = Sharing(2, compute_factor=1.0, msg_cpu=Fit(1e-4, 0.0, 0.0), allreduce=Fit(1e-3, 0.0, 0.0))
+    assert machine_of(cal, 2).latency_s == pytest.approx(5e-4)  # no probe for 2 workers: nothing booked twice
+    shared = dataclasses.replace(cal, sharing={"2": sharing})
+    assert machine_of(shared, 2).latency_s == pytest.approx(5e-4 - 2e-4)
+    assert machine_of(shared, 4).latency_s == pytest.approx(5e-4)  # measured for 2, not for 4
+    heavy = dataclasses.replace(shared, sharing={"2": dataclasses.replace(sharing, msg_cpu=Fit(4e-4, 0.0, 0.0))})
+    assert machine_of(heavy, 2).latency_s == 0.0
+    given = dataclasses.replace(shared, link=Link(5e-4, 1e9, "given"))
+    assert machine_of(given, 2).latency_s == pytest.approx(5e-4)
 
 
 def test_candidates_respect_world_size_layers_and_memory(cache):

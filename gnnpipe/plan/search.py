@@ -101,10 +101,18 @@ def candidates(
 
 
 def machine_of(cal: Calibration, workers: int) -> Machine:
-    """The machine ``workers`` workers share: on a CPU, ``cores / threads`` of them compute at full speed."""
+    """The machine ``workers`` workers share: on a CPU, ``cores / threads`` of them compute at full speed.
+
+    The link's latency is the wire's: a probed ping-pong's one-way time also holds the CPU work of both
+    message ends, which the simulator books as ``overhead`` tasks when the sharing probe measured it, so that
+    part (2 ends x ``msg_cpu.a``) is taken out here, down to 0 (on loopback it is all of it). A given link
+    (``--link``) is the wire already."""
     capacity = float("inf") if cal.threads == 0 else cal.cores / cal.threads
     background = cal.background if capacity != float("inf") else 0.0
-    return Machine(capacity, cal.link.latency_s, cal.link.bandwidth, background=background)
+    latency, sharing = cal.link.latency_s, cal.shared_by(workers)
+    if sharing is not None and cal.link.source == "probe":
+        latency = max(latency - 2 * sharing.msg_cpu.a, 0.0)
+    return Machine(capacity, latency, cal.link.bandwidth, background=background)
 
 
 def predict(
