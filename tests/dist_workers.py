@@ -108,3 +108,10 @@ def staged_exchange() -> list:
     comm.all_reduce_sum(total, kind="control", group_ranks=[0, 1])
     comm.close()
     return [got[0].tolist(), got[1].tolist(), buf.tolist(), total.tolist()]
+
+
+def omp_threads() -> tuple[str | None, int]:
+    """This worker's OMP_NUM_THREADS as it started, and torch's intra-op thread count."""
+    import torch
+
+    return os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -57,3 +58,14 @@ def test_host_staged_transfers_arrive_exactly():
     for me in (0, 1):
         peer = 1 - me
         assert results[me] == [[[float(peer)] * 2] * 3, [0.0 + peer, 1.0 + peer], [7.0 + peer] * 4, [3.0]]
+
+
+def test_spawned_workers_get_one_share_of_the_cores_as_omp_threads_unless_the_caller_set_it(monkeypatch):
+    from dist_workers import omp_threads
+
+    share = max(1, (os.cpu_count() or 1) // 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [r.value for r in run_workers(omp_threads, 2)] == [(str(share), share)] * 2
+    assert "OMP_NUM_THREADS" not in os.environ  # the parent's environment is left as it was
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert [r.value[0] for r in run_workers(omp_threads, 2)] == ["3", "3"]

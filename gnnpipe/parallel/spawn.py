@@ -64,6 +64,20 @@ def _entry(rank: int, world: int, port: int, fn, args, queue, threads: int, log_
         raise SystemExit(1) from None
 
 
+def _start(procs, threads: int) -> None:
+    """Start ``procs`` with ``OMP_NUM_THREADS`` = ``threads`` unless the caller set it, as torchrun does: OpenMP
+    reads it once when it loads, before ``torch.set_num_threads`` can run, and the native kernels' OpenMP
+    (``csrc/``) would otherwise start one thread per core in every worker."""
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        if before is None:
+            del os.environ["OMP_NUM_THREADS"]
+
+
 def run_workers(
     fn,
     world: int,
@@ -87,8 +101,7 @@ def run_workers(
         ctx.Process(target=_entry, args=(r, world, port, fn, args, queue, threads, log_dir), daemon=True)
         for r in range(world)
     ]
-    for p in procs:
-        p.start()
+    _start(procs, threads)
     results: dict[int, WorkerResult] = {}
     deadline = time.monotonic() + timeout_s
     first_failure: float | None = None
