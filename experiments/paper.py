@@ -1,4 +1,4 @@
-# .venv/bin/python experiments/paper.py --quick          (1 seed, 30 epochs: about 25 min on 2 cores; fresh folder)
+# .venv/bin/python experiments/paper.py --quick          (1 seed, 30 epochs: 28 min on 2 cores; fresh folder)
 # .venv/bin/python experiments/paper.py --save           (3 seeds, 250 epochs: hours; resumes where it stopped)
 """The paper-shaped results from one command: strategies x models x datasets, volume against depth,
 accuracy against epoch, and the effect of compression (issue 15).
@@ -18,8 +18,9 @@ Four parts, every number from real runs of the user path:
    and int8 beside the matrix's uncompressed run.
 
 ``--quick``: one seed and 30 epochs per run, volumes measured on Cora only (analytic everywhere): every table
-and plot, in about 25 minutes here; its accuracies are those of 30 epochs. Without it: 3 seeds and the configs'
-250 epochs. Output (``paper_report.py``): ``matrix.{csv,json}``, ``table.md``, ``depth.{csv,json}``,
+and plot, in 28 minutes here (42 runs, 26 min; volumes, 2 min); its accuracies are those of 30 epochs, far
+from converged for 32 layers. Without it: 3 seeds and the configs' 250 epochs (126 runs, about 4 hours here).
+Output (``paper_report.py``): ``matrix.{csv,json}``, ``table.md``, ``depth.{csv,json}``,
 ``compress.{csv,json}``, ``matrix.png``, ``depth.png``, ``curves.png``, ``compress.png``, in a fresh folder
 under ``experiments/results/tmp/paper/``, in ``--out DIR``, or (``--save``) in ``experiments/results/paper/``
 (``.../paper/quick/`` with ``--quick``). Runs whose metrics exist there with the same config are skipped, so an
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     ratio = write_all(out, plan, results, depth, meta)
     print(f"wrote {repo_relative(out)}: matrix, table.md, depth, compress (.csv/.json/.png), curves.png")
+    print(f"paper ({mode.name}): {time.perf_counter() - t0:.0f}s in all")
     if failed or unreadable:
         print(f"FAILED runs: {', '.join(failed + unreadable)}")
     print(f"ratio={ratio:.3f}")
