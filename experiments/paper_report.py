@@ -87,7 +87,13 @@ def markdown_tables(summary: list[dict], meta: dict) -> str:
     seeds = f"{len(meta['seeds'])} seed{'s' if len(meta['seeds']) > 1 else ''}"
     out = [f"Test accuracy (%) at the best-valid epoch, {meta['layers']} layers, {seeds}, {meta['epochs']} epochs "
            f"(`{meta['command']}`):", ""]  # fmt: skip
-    out += table(lambda s: f"{s['test_acc']:.1f}" + (f" ± {s['test_acc_std']:.1f}" if s["seeds"] > 1 else ""))
+    want = len(meta["seeds"])  # an arm with fewer finished seeds (an interrupted run) says how many it has
+
+    def acc(s: dict) -> str:
+        spread = f" ± {s['test_acc_std']:.1f}" if s["seeds"] > 1 else ""
+        return f"{s['test_acc']:.1f}{spread}" + (f" (n={s['seeds']})" if s["seeds"] < want else "")
+
+    out += table(acc)
     out += [
         "",
         "Epoch time (s) · bytes per epoch (MiB, all kinds, cluster-wide) · largest worker's peak memory growth (MiB):",

@@ -95,6 +95,8 @@ def test_tables_ratios_and_plots_on_fake_runs(tmp_path):
     assert "| cora | gcnii | 82.0 ± 2.8 | 82.0 ± 2.8 | 82.0 ± 2.8 |" in table
     assert "| cora | resgcn |" in table and "int8" not in table  # only the uncompressed arms
     assert "0.50 · 0.0 · 60" in table  # epoch s · MiB per epoch · peak growth MiB
+    partial = markdown_tables(summaries(plan, [r for r in runs if r["seed"] == 1 or r["model"] != "resgcn"]), meta)
+    assert "| cora | resgcn | 80.0 (n=1) |" in partial and "| cora | gcnii | 82.0 ± 2.8 |" in partial
 
     comp = compress_rows(summary)
     assert [(r["strategy"], r["compress"]) for r in comp] == [
