@@ -41,16 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
+from experiments import suite_runs as runner  # noqa: E402
 from experiments.paper_report import write_all  # noqa: E402
-from experiments.suite_runs import (  # noqa: E402
-    SCRATCH,
-    Run,
-    add_run_options,
-    check_run_options,
-    finished_results,
-    repo_relative,
-    run_all,
-)
 from experiments.suites import Experiment  # noqa: E402
 
 DATASETS = {  # name -> its GCNII-32 pipeline config; the other arms are overrides of it
@@ -149,7 +141,7 @@ def cached_depth(path: Path, mode: Mode, datasets: tuple[str, ...]) -> list[dict
     have = {(r["dataset"], r["layers"]) for r in rows}
     measured = all(r["total_measured"] is not None for r in rows if r["dataset"] in mode.measured)
     if have == {(ds, L) for ds in datasets for L in DEPTHS} and measured:
-        print(f"  volumes: reusing {repo_relative(path)}")
+        print(f"  volumes: reusing {runner.repo_relative(path)}")
         return rows
     return None
 
@@ -171,9 +163,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset (default: all)")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset (default: all)")
     ap.add_argument("--epochs", type=int, help="override the mode's epochs per run (e.g. a smoke test)")
-    add_run_options(ap, EVIDENCE)  # --save: EVIDENCE, or EVIDENCE/quick with --quick
+    runner.add_run_options(ap, EVIDENCE)  # --save: EVIDENCE, or EVIDENCE/quick with --quick
     args = ap.parse_args(argv)
-    check_run_options(ap, args)
+    runner.check_run_options(ap, args)
     for what, allowed in (("datasets", tuple(DATASETS)), ("models", MODELS)):
         chosen = tuple(getattr(args, what).split(","))
         if not chosen or set(chosen) - set(allowed):
@@ -190,17 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.save:
         out = EVIDENCE / "quick" if args.quick else EVIDENCE
     else:
-        out = args.out or SCRATCH.parent / "paper" / f"{mode.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = args.out or runner.SCRATCH.parent / "paper" / f"{mode.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = out.resolve()
     plan = arms(args.datasets, args.models)
     epochs = args.epochs or mode.epochs
-    runs = [Run(a.experiment, s, epochs, out / "runs") for a in plan for s in mode.seeds]
+    runs = [runner.Run(a.experiment, s, epochs, out / "runs") for a in plan for s in mode.seeds]
     if args.dry_run:
         print("\n".join(r.shell_command() for r in runs))
         return 0
     t0 = time.perf_counter()
-    failed = [] if args.report else run_all(runs, force=args.force, timeout_s=args.timeout)
-    results, unreadable = finished_results(runs)
+    failed = [] if args.report else runner.run_all(runs, force=args.force, timeout_s=args.timeout)
+    results, unreadable = runner.finished_results(runs)
     print(f"paper ({mode.name}): {len(results)} of {len(runs)} runs finished, {time.perf_counter() - t0:.0f}s")
     depth = None if args.force else cached_depth(out / "depth.json", mode, args.datasets)
     depth = depth or depth_volumes(mode, args.datasets)
@@ -211,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
     }  # fmt: skip
     ratio = write_all(out, plan, results, depth, meta)
-    print(f"wrote {repo_relative(out)}: matrix, table.md, depth, compress (.csv/.json/.png), curves.png")
+    print(f"wrote {runner.repo_relative(out)}: matrix, table.md, depth, compress (.csv/.json/.png), curves.png")
     print(f"paper ({mode.name}): {time.perf_counter() - t0:.0f}s in all")
     if failed or unreadable:
         print(f"FAILED runs: {', '.join(failed + unreadable)}")
