@@ -19,7 +19,7 @@ Four parts, every number from real runs of the user path:
 
 ``--quick``: one seed and 30 epochs per run, volumes measured on Cora only (analytic everywhere): every table
 and plot, in 28 minutes here (42 runs, 26 min; volumes, 2 min); its accuracies are those of 30 epochs, far
-from converged for 32 layers. Without it: 3 seeds and the configs' 250 epochs (126 runs, about 4 hours here).
+from converged for 32 layers. Without it: 3 seeds and the configs' 250 epochs (126 runs, about 8 hours here).
 Output (``paper_report.py``): ``matrix.{csv,json}``, ``table.md``, ``depth.{csv,json}``,
 ``compress.{csv,json}``, ``matrix.png``, ``depth.png``, ``curves.png``, ``compress.png``, in a fresh folder
 under ``experiments/results/tmp/paper/``, in ``--out DIR``, or (``--save``) in ``experiments/results/paper/``
