@@ -61,6 +61,7 @@ def test_host_staged_transfers_arrive_exactly():
 
 
 def test_spawned_workers_get_one_share_of_the_cores_as_omp_threads_unless_the_caller_set_it(monkeypatch):
+    """Default: a share of the cores, the caller's OMP_NUM_THREADS kept; ``threads=`` sets both."""
     from dist_workers import omp_threads
 
     share = max(1, (os.cpu_count() or 1) // 2)
@@ -69,3 +70,5 @@ def test_spawned_workers_get_one_share_of_the_cores_as_omp_threads_unless_the_ca
     assert "OMP_NUM_THREADS" not in os.environ  # the parent's environment is left as it was
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert [r.value[0] for r in run_workers(omp_threads, 2)] == ["3", "3"]
+    assert [r.value for r in run_workers(omp_threads, 2, threads=1)] == [("1", 1)] * 2  # asked for: it wins
+    assert os.environ["OMP_NUM_THREADS"] == "3"  # and the caller's value is back

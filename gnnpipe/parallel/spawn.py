@@ -64,18 +64,21 @@ def _entry(rank: int, world: int, port: int, fn, args, queue, threads: int, log_
         raise SystemExit(1) from None
 
 
-def _start(procs, threads: int) -> None:
-    """Start ``procs`` with ``OMP_NUM_THREADS`` = ``threads`` unless the caller set it, as torchrun does: OpenMP
-    reads it once when it loads, before ``torch.set_num_threads`` can run, and the native kernels' OpenMP
-    (``csrc/``) would otherwise start one thread per core in every worker."""
+def _start(procs, threads: int, force: bool) -> None:
+    """Start ``procs`` with ``OMP_NUM_THREADS`` = ``threads`` (unless the caller set it and ``force`` is off), as
+    torchrun does: OpenMP reads it once when it loads, before ``torch.set_num_threads`` can run, and the native
+    kernels' OpenMP (``csrc/``) would otherwise start one thread per core in every worker."""
     before = os.environ.get("OMP_NUM_THREADS")
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    if force or before is None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         for p in procs:
             p.start()
     finally:
         if before is None:
             del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
 
 
 def run_workers(
@@ -86,22 +89,26 @@ def run_workers(
     grace_s: float = 60.0,
     check: bool = True,
     log_dir: str | None = None,
+    threads: int | None = None,
 ) -> list[WorkerResult]:
     """Run ``fn(*args)`` on ``world`` workers; return their results in rank order.
 
     ``fn`` must be importable (module level). With ``check`` a failed or killed worker raises SpawnError
     naming the ranks; without it, the caller inspects each WorkerResult (e.g. to test failure handling).
-    ``log_dir``: send each worker's stdout/stderr to ``log_dir/rank<k>.log``.
+    ``log_dir``: send each worker's stdout/stderr to ``log_dir/rank<k>.log``. ``threads``: each worker's
+    intra-op and OpenMP threads (default: its share of the cores, OpenMP's only where the caller's environment
+    does not set ``OMP_NUM_THREADS``).
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = free_port()
-    threads = max(1, (os.cpu_count() or 1) // world)
+    force = threads is not None
+    threads = max(1, threads if force else (os.cpu_count() or 1) // world)
     procs = [
         ctx.Process(target=_entry, args=(r, world, port, fn, args, queue, threads, log_dir), daemon=True)
         for r in range(world)
     ]
-    _start(procs, threads)
+    _start(procs, threads, force)
     results: dict[int, WorkerResult] = {}
     deadline = time.monotonic() + timeout_s
     first_failure: float | None = None

@@ -18,7 +18,6 @@ will start (at the threads each gets) and measures, through ``Comm`` as the engi
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
@@ -37,14 +36,13 @@ def _block(x, w, idx, out):
     out.index_add_(0, idx, x.index_select(0, idx) @ w)
 
 
-def _sharing_worker(world: int, threads: int, rows: int, width: int, reps: int) -> dict:
+def _sharing_worker(world: int, rows: int, width: int, reps: int) -> dict:
     import torch
     import torch.distributed as dist
 
     from gnnpipe.parallel.comm import Comm
     from gnnpipe.parallel.dims import ParallelDims
 
-    torch.set_num_threads(max(threads, 1))
     comm = Comm.init(ParallelDims(world, 1, world, (1,)), timeout_s=60.0)
     me, ranks = comm.rank, list(range(world))
     g = torch.Generator().manual_seed(me)
@@ -109,21 +107,14 @@ def _line(points: dict[int, float]) -> Fit:
 
 
 def probe_sharing(workers: int, threads: int, *, rows: int = 2048, width: int = 64, reps: int = 40) -> Sharing:
-    """Run the probe on ``workers`` local gloo workers at ``threads`` threads each (a few seconds). ``rows`` and
+    """Run the probe on ``workers`` local gloo workers at ``threads`` threads each, intra-op and OpenMP, as
+    torchrun gives a run's workers (a few seconds). ``rows`` and
     ``width``: the compute block's size, a worker's share of the graph at the model's width (so that it
     touches as much memory as the engine's steps do); capped at 2**18 rows."""
     rows = max(min(rows, 1 << 18), 64)
     from gnnpipe.parallel.spawn import run_workers
 
-    old = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(max(threads, 1))  # as torchrun sets it for a run's workers
-    try:
-        res = [r.value for r in run_workers(_sharing_worker, workers, workers, threads, rows, width, reps)]
-    finally:
-        if old is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = old
+    res = [r.value for r in run_workers(_sharing_worker, workers, workers, rows, width, reps, threads=threads)]
     factor = statistics.mean(r["together"] / max(r["alone"], 1e-9) for r in res)
     msg = {k: statistics.mean(r["msg"][k] for r in res) for k in res[0]["msg"]}
     ar = {k: statistics.mean(r["allreduce"][k] for r in res) for k in res[0]["allreduce"]}
