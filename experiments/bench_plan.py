@@ -3,8 +3,9 @@
 """Predicted against measured: ``gnnpipe plan``'s cost model checked on real ``./launch.sh`` runs (issue 14).
 
 For Cora (GCNII-8, h64) and a synthetic power-law graph (100k vertices), graph parallelism, pipelines and
-a hybrid run on local gloo workers. Each run's median epoch time after warm-up (from ``epochs.csv``), peak
-memory per worker and bytes per epoch by kind (run summary) are compared with the plan's prediction for the
+a hybrid run on local gloo workers, each configuration ``--repeats`` times in interleaved rounds. The median
+of its runs' median epoch times after warm-up (from ``epochs.csv``), peak memory per worker and bytes per epoch
+by kind (run summary) are compared with the plan's prediction for the
 same degrees, from one calibration per graph (measured in this benchmark, at the threads each worker gets).
 Writes ``plan.csv``, ``plan.json`` and ``plan.png`` (predicted vs measured) into a fresh folder (``--save``:
 ``experiments/results/plan/``), prints the worst relative errors and, last, ``ratio=<measured time of the
@@ -59,10 +60,10 @@ def _procs_running() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("procs_running"))
 
 
-def measure(graph: str, wsc: tuple[int, int, int], args, work: Path, env: dict) -> dict:
+def measure(graph: str, wsc: tuple[int, int, int], args, work: Path, env: dict, repeat: int = 0) -> dict:
     """One ``./launch.sh`` run: median epoch time after warm-up, peak memory per worker, bytes by kind."""
     w, s, c = wsc
-    name = f"{graph}_W{w}S{s}C{c}"
+    name = f"{graph}_W{w}S{s}C{c}_r{repeat}"
     out, logdir = work / f"{name}.json", work / "runs" / name
     cmd = ["./launch.sh", CONFIG, *overrides(graph, w, s, c, args.epochs, args.warmup), f"log.dir={logdir}"]
     cmd += ["--metrics-out", str(out)]
@@ -84,6 +85,24 @@ def measure(graph: str, wsc: tuple[int, int, int], args, work: Path, env: dict) 
         "peak_memory_bytes": summary["peak_memory_bytes"],
         "bytes": {k: int(v) for k, v in summary["comm_bytes_per_epoch"].items()},
         "procs_running": statistics.mean(running) if running else 0.0,
+    }
+
+
+def combine(runs: list[dict]) -> dict:
+    """One configuration's repeated runs as one measurement: the median of the runs' median epoch times (a run
+    of 4 workers on 2 cores varies by up to a quarter from the next), each worker's median peak, and the bytes,
+    which every run must give alike."""
+    if any(r["bytes"] != runs[0]["bytes"] for r in runs):
+        raise SystemExit(f"bytes per epoch differ between repeats of one run: {[r['bytes'] for r in runs]}")
+    return {
+        "epoch_time_s": statistics.median(r["epoch_time_s"] for r in runs),
+        "runs_s": [r["epoch_time_s"] for r in runs],
+        "epoch_times_s": [t for r in runs for t in r["epoch_times_s"]],
+        "peak_memory_bytes": [
+            int(statistics.median(p)) for p in zip(*(r["peak_memory_bytes"] for r in runs), strict=True)
+        ],
+        "bytes": runs[0]["bytes"],
+        "procs_running": statistics.mean(r["procs_running"] for r in runs),
     }
 
 
@@ -164,11 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=8, help="epochs per run (the first --warmup are left out)")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each configuration (the median is compared)")
     ap.add_argument("--only", choices=sorted(GRAPHS), help="one graph only")
     ap.add_argument("--out", help="results folder (default: a fresh temp folder)")
     ap.add_argument("--save", action="store_true", help="write into experiments/results/plan/")
     ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args(argv)
+    if args.repeats < 1 or args.epochs <= args.warmup or args.warmup < 0:
+        ap.error(f"need --repeats >= 1 and 0 <= --warmup < --epochs (got {args.repeats}, {args.warmup}, {args.epochs})")
     work = Path(tempfile.mkdtemp(prefix="gnnpipe-bench-plan-"))
     env = {**os.environ, "GNNPIPE_CACHE": str(work / "cache")}
     os.environ["GNNPIPE_CACHE"] = env["GNNPIPE_CACHE"]
@@ -177,8 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for graph in [args.only] if args.only else list(GRAPHS):
         preds = predictions(graph, RUNS[graph], args)
+        repeats: dict[tuple, list[dict]] = {wsc: [] for wsc in RUNS[graph]}
+        for k in range(args.repeats):  # rounds over all runs, every other one backwards: drift hits all alike
+            for wsc in RUNS[graph] if k % 2 == 0 else RUNS[graph][::-1]:
+                repeats[wsc].append(measure(graph, wsc, args, work, env, k))
         for wsc, (pred, under_load) in zip(RUNS[graph], preds, strict=True):
-            meas = measure(graph, wsc, args, work, env)
+            meas = combine(repeats[wsc])
             # other runnable processes during the run: the sampled count less the sampler and our busy workers
             busy = wsc[0] * wsc[1] * (pred["compute_s"] + pred["overhead_s"]) / pred["epoch_time_s"]
             background = max(meas["procs_running"] - 1 - busy, 0.0)
@@ -189,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pred_peak": pred["peak_memory_bytes"], "meas_peak": meas["peak_memory_bytes"],
                 "pred_bytes": pred["bytes"], "meas_bytes": meas["bytes"], "bytes_equal": pred["bytes"] == meas["bytes"],
                 "breakdown": {k: pred[k] for k in ("compute_s", "comm_s", "overhead_s", "bubble_s")},
-                "epoch_times_s": meas["epoch_times_s"], "link": pred["link"],
+                "epoch_times_s": meas["epoch_times_s"], "meas_epoch_runs_s": meas["runs_s"], "link": pred["link"],
                 "background_at_calibration": pred["background"], "procs_running_during_run": meas["procs_running"],
                 "background_during_run": background, "pred_epoch_s_run_load": under_load(background),
             }  # fmt: skip
@@ -200,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(
                 f"{graph:<13} {_tag(row)} epoch pred {row['pred_epoch_s']:.4f}s meas {row['meas_epoch_s']:.4f}s "
-                f"({row['err_epoch']:+.1%})  peak pred {row['pred_peak_max'] / 1e6:.0f} MB meas "
+                f"({row['err_epoch']:+.1%}; runs {min(meas['runs_s']):.4f}-{max(meas['runs_s']):.4f}s)  "
+                f"peak pred {row['pred_peak_max'] / 1e6:.0f} MB meas "
                 f"{row['meas_peak_max'] / 1e6:.0f} MB ({row['err_peak_max']:+.1%})  bytes equal {row['bytes_equal']}"
                 f"  [at the run's load {row['pred_epoch_s_run_load']:.4f}s ({row['err_epoch_run_load']:+.1%})]",
                 flush=True,
@@ -218,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"measured {choice['meas_epoch_s']:.4f}s; fastest {fastest['ways']}x{fastest['stages']} "
                 f"C={fastest['chunks']} {fastest['meas_epoch_s']:.4f}s"
             )
-    meta = {"epochs": args.epochs, "warmup": args.warmup, "loadavg": load, "wall_s": time.time() - t0,
-            "cores": os.cpu_count(), "ratios": ratios, "graphs": GRAPHS}  # fmt: skip
+    meta = {"epochs": args.epochs, "warmup": args.warmup, "repeats": args.repeats, "loadavg": load,
+            "wall_s": time.time() - t0, "cores": os.cpu_count(), "ratios": ratios, "graphs": GRAPHS}  # fmt: skip
     folder = REPO / "experiments" / "results" / "plan" if args.save else Path(args.out or work / "results")
     write_outputs(rows, meta, folder)
     worst_t = max(rows, key=lambda r: abs(r["err_epoch"]))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from experiments import bench_plan
 from gnnpipe.config import load_config
 from gnnpipe.parallel.dims import ParallelDims
@@ -37,3 +39,15 @@ def test_outputs_are_written(tmp_path):
     assert json.loads((tmp_path / "plan.json").read_text())["runs"][0]["graph"] == "cora"
     assert (tmp_path / "plan.csv").read_text().startswith("graph,ways,stages,chunks")
     assert (tmp_path / "plan.png").stat().st_size > 0
+
+
+def test_repeated_runs_combine_into_medians():
+    def run(t, peaks, nbytes=None):
+        return {"epoch_time_s": t, "epoch_times_s": [t, t], "peak_memory_bytes": peaks,
+                "bytes": nbytes or {"layer": 10}, "procs_running": 2.0}  # fmt: skip
+
+    m = bench_plan.combine([run(0.3, [5, 9]), run(0.1, [7, 8]), run(0.2, [6, 10])])
+    assert m["epoch_time_s"] == 0.2 and m["runs_s"] == [0.3, 0.1, 0.2] and len(m["epoch_times_s"]) == 6
+    assert m["peak_memory_bytes"] == [6, 9] and m["bytes"] == {"layer": 10}
+    with pytest.raises(SystemExit, match="differ between repeats"):
+        bench_plan.combine([run(0.1, [1]), run(0.1, [1], {"layer": 11})])

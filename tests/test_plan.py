@@ -108,6 +108,27 @@ def test_message_cpu_is_booked_as_overhead_and_shares_the_cores():
     assert (r.workers[1].overhead, r.workers[1].compute) == pytest.approx((0.0, 2.0))
 
 
+def test_a_worker_woken_by_a_message_waits_for_a_core_only_when_every_core_is_busy():
+    # one core; w1 blocks on w0's message (arrives at 0.5) while w0 and w2 compute: it runs again 0.25 later.
+    # 0-0.75: w0, w2 at 1/2; then all three at 1/3 until w0 ends (2.625), then w1, w2 at 1/2 until 3.375.
+    w0 = [Task("send", peers=(1,), nbytes=(8,)), Task("compute", 1.0)]
+    w1 = [Task("recv", peers=(0,)), Task("compute", 1.0)]
+    w2 = [Task("compute", 2.0)]
+    link = dict(latency_s=0.5, bandwidth=1e30)
+    plain = simulate([w0, w1, w2], Machine(capacity=1.0, **link))
+    woken = simulate([w0, w1, w2], Machine(capacity=1.0, wake_s=0.25, **link))
+    assert plain.workers[1].comm == pytest.approx(0.5) and woken.workers[1].comm == pytest.approx(0.75)
+    assert [w.end for w in woken.workers] == pytest.approx([2.625, 3.375, 4.0])
+    free = simulate([w0, w1, w2], Machine(capacity=INF, wake_s=0.25, **link))  # a core each: no wait
+    assert free.workers[1].comm == pytest.approx(0.5)
+    there = [Task("compute", 1.0), Task("recv", peers=(0,)), Task("compute", 1.0)]  # never blocked: no wait
+    r = simulate([w0, there, w2], Machine(capacity=1.0, wake_s=0.25, **link))
+    assert r.workers[1].comm == pytest.approx(0.0)
+    sync = [[Task("collective", 0.5, peers=(0, 1))], [Task("compute", 1.0), Task("collective", 0.5, peers=(0, 1))]]
+    r = simulate(sync + [[Task("compute", 5.0)]], Machine(capacity=1.0, wake_s=0.25, **link))
+    assert r.workers[0].end == pytest.approx(r.workers[1].end)  # a collective's time is measured as a whole
+
+
 def test_a_receive_without_a_send_is_a_deadlock():
     with pytest.raises(RuntimeError, match="deadlock"):
         simulate([[Task("recv", peers=(1,))], [Task("recv", peers=(0,))]], FREE)
@@ -238,6 +259,16 @@ def test_a_probed_link_latency_loses_the_message_cpu_the_overhead_tasks_book():
     assert machine_of(heavy, 2).latency_s == 0.0
     given = dataclasses.replace(shared, link=Link(5e-4, 1e9, "given"))
     assert machine_of(given, 2).latency_s == pytest.approx(5e-4)
+    assert machine_of(shared, 2).wake_s == 0.0 and machine_of(cal, 2).wake_s == 0.0
+    slow = dataclasses.replace(shared, sharing={"2": dataclasses.replace(sharing, wake_s=3e-3)})
+    assert machine_of(slow, 2).wake_s == 3e-3
+    assert Calibration.from_dict(json.loads(json.dumps(slow.to_dict()))).shared_by(2).wake_s == 3e-3
+    # the probe's pair timed messages between steps: those times replace the idle ping-pong's, less the CPU
+    paired = dataclasses.replace(sharing, one_way_s=6e-4, exchange_s=1.5e-3, pair_bytes=10**5)  # 1e-4 s on the wire
+    m = machine_of(dataclasses.replace(cal, sharing={"2": paired}), 2)
+    assert (m.latency_s, m.exchange_latency_s) == pytest.approx((6e-4 - 3e-4, 1.5e-3 - 3e-4))
+    assert m.transfer_s(0, exchange=True) == pytest.approx(1.2e-3) and m.transfer_s(0) == pytest.approx(3e-4)
+    assert machine_of(dataclasses.replace(given, sharing={"2": paired}), 2).exchange_latency_s is None
 
 
 def test_candidates_respect_world_size_layers_and_memory(cache):
@@ -367,3 +398,13 @@ def test_calibration_times_every_op_and_is_cached(cache):
     assert "peak_growth_train" in cal.memory["runs"]["C2"] and cal.link == link
     again = calibrate(cfg, graph, threads=1, cores=2, cache=cache, link=link, chunk_counts=(2, 4), epochs=1)
     assert again == cal
+
+
+def test_sharing_probe_runs_on_two_workers():
+    """The real probe on 2 gloo workers: every figure is measured and in range (values depend on the machine)."""
+    from gnnpipe.plan.sharing import probe_sharing
+
+    s = probe_sharing(2, 1, rows=256, width=8, reps=4)
+    assert s.workers == 2 and s.compute_factor >= 1.0 and s.wake_s >= 0.0
+    assert 0 < s.one_way_s < 0.1 and 0 < s.exchange_s < 0.1
+    assert s.msg_cpu.a >= 0 and s.msg_cpu.per_row >= 0 and s.allreduce.a > 0

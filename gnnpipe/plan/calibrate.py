@@ -26,9 +26,6 @@ __all__ = ["calibrate", "probe_link"]
 
 def _timed_worker(cfg_dict: dict, threads: int, warmup: int, epochs: int) -> dict:
     """On one worker: the engine at W = S = 1; every action of the timed epochs with its seconds."""
-    import torch
-
-    torch.set_num_threads(threads)
     from gnnpipe.parallel.engine import _STEP_OPS
     from gnnpipe.train.run import make_executor
 
@@ -182,7 +179,10 @@ def _calibrate(cfg, graph, *, threads, cores, cache, link, chunk_counts, warmup,
         par = {**config_to_dict(cfg)["parallel"], "ways": 1, "stages": 1, "chunks": chunks, "stage_split": "equal"}
         d = {**config_to_dict(cfg), "parallel": par}
         prepare(config_from_dict(d, "plan calibration"), cache_dir(), graph)  # the run opens it, as a 2nd run does
-        res = run_workers(_timed_worker, 1, d, threads, warmup, epochs, timeout_s=1800.0)[0].value
+        # at the threads a planned worker gets, intra-op and OpenMP (the native kernels) alike; on a GPU (0) the
+        # host threads do not matter and the spawner's default stands
+        res = run_workers(_timed_worker, 1, d, threads, warmup, epochs, timeout_s=1800.0, threads=threads or None)
+        res = res[0].value
         geo = geometry(plan_for(config_from_dict(d, "plan calibration"), graph))
         units = list(zip(geo.rows, geo.edges, strict=True))
         per_chunk: dict[tuple[str, int], list[float]] = {}

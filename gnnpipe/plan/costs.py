@@ -25,7 +25,7 @@ __all__ = [
     "save_calibration", "layer_costs", "worker_threads", "cost_split_counts",
 ]  # fmt: skip
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: native kernels at the planned OpenMP threads; the sharing probe's wake_s
 _UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 _TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
@@ -69,13 +69,18 @@ class Fit:
 class Sharing:
     """What ``workers`` local workers cost beyond their one-worker compute (``plan/sharing.py`` measures it):
     ``compute_factor`` (CPU time of a compute step with all of them computing, over alone), ``msg_cpu`` (CPU
-    seconds per message end, send or receive: ``a + per_row * bytes``; ``per_edge`` unused) and ``allreduce``
-    (wall seconds of an all-reduce over all of them, the same form)."""
+    seconds per message end, send or receive: ``a + per_row * bytes``; ``per_edge`` unused), ``allreduce``
+    (wall seconds of an all-reduce over all of them, the same form) and ``wake_s`` (how much later a worker
+    blocked on a message runs again when it arrives while every core is busy: it waits for a time slice)."""
 
     workers: int
     compute_factor: float
     msg_cpu: Fit
     allreduce: Fit
+    wake_s: float = 0.0
+    one_way_s: float = 0.0  # a message's one-way wall time after 2 ms of compute, CPU of both ends included
+    exchange_s: float = 0.0  # a two-way exchange's wall time after 2 ms of compute, the same way
+    pair_bytes: int = 0  # the size of those messages
 
     def msg_s(self, messages: int, nbytes: float) -> float:
         """CPU seconds of ``messages`` message ends carrying ``nbytes`` in all."""
@@ -117,7 +122,7 @@ class Calibration:
     @classmethod
     def from_dict(cls, d: dict) -> Calibration:
         sharing = {
-            k: Sharing(v["workers"], v["compute_factor"], Fit(**v["msg_cpu"]), Fit(**v["allreduce"]))
+            k: Sharing(**{**v, "msg_cpu": Fit(**v["msg_cpu"]), "allreduce": Fit(**v["allreduce"])})
             for k, v in d.get("sharing", {}).items()
         }
         fits = {k: Fit(**v) for k, v in d["fits"].items()}

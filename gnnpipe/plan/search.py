@@ -103,16 +103,24 @@ def candidates(
 def machine_of(cal: Calibration, workers: int) -> Machine:
     """The machine ``workers`` workers share: on a CPU, ``cores / threads`` of them compute at full speed.
 
-    The link's latency is the wire's: a probed ping-pong's one-way time also holds the CPU work of both
-    message ends, which the simulator books as ``overhead`` tasks when the sharing probe measured it, so that
-    part (2 ends x ``msg_cpu.a``) is taken out here, down to 0 (on loopback it is all of it). A given link
-    (``--link``) is the wire already."""
+    With the sharing probe for ``workers`` and a probed link, a message's latency is what the probe's pair
+    measured between steps of compute: one way for stage messages, an exchange's wall time for halo exchanges
+    (``plan/sharing.py``). Those times also hold the CPU work of both message ends, which the simulator books
+    as ``overhead`` tasks, and the transfer of their bytes, which the bandwidth books: both are taken out here,
+    down to 0 (without the pair's times: the idle ping-pong less 2 ends x ``msg_cpu.a``). A given link
+    (``--link``) is the wire already, and the latency as it says."""
     capacity = float("inf") if cal.threads == 0 else cal.cores / cal.threads
     background = cal.background if capacity != float("inf") else 0.0
-    latency, sharing = cal.link.latency_s, cal.shared_by(workers)
+    latency, exchange, sharing = cal.link.latency_s, None, cal.shared_by(workers)
     if sharing is not None and cal.link.source == "probe":
-        latency = max(latency - 2 * sharing.msg_cpu.a, 0.0)
-    return Machine(capacity, latency, cal.link.bandwidth, background=background)
+        if sharing.one_way_s > 0:  # messages between steps, as the engine sends them
+            nbytes = sharing.pair_bytes
+            rest = 2 * (sharing.msg_cpu.a + sharing.msg_cpu.per_row * nbytes) + nbytes / cal.link.bandwidth
+            latency, exchange = max(sharing.one_way_s - rest, 0.0), max(sharing.exchange_s - rest, 0.0)
+        else:
+            latency = max(latency - 2 * sharing.msg_cpu.a, 0.0)
+    wake = sharing.wake_s if sharing is not None else 0.0
+    return Machine(capacity, latency, cal.link.bandwidth, background, wake, exchange)
 
 
 def predict(

@@ -11,6 +11,9 @@ time. Workers that compute at the same moment share the machine: each progresses
 speed at once: ``cores / threads`` on a CPU, infinite when each worker has its own device). With other
 runnable processes on the machine (``background``, sampled during calibration), the share is
 ``min(1, capacity / (active + background))`` over the calibration's ``min(1, capacity / (1 + background))``.
+A worker that blocked on communication (its message, or its send's retirement, was not there when it asked)
+and is released while the computing workers and the background fill every core runs again ``wake_s`` later:
+it waits for a time slice (``plan/sharing.py`` measures it).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Machine:
     latency_s: float  # per message
     bandwidth: float  # bytes / s per link
     background: float = 0.0  # other runnable processes (in worker units) when the calibration was measured
+    wake_s: float = 0.0  # a blocked worker's wait for a core when its message arrives and every core is busy
+    exchange_latency_s: float | None = None  # per message of a halo exchange (None: ``latency_s``)
 
     def rate(self, active: int) -> float:
         """Speed of each of ``active`` computing workers relative to the one calibration worker: the cores are
@@ -56,8 +61,13 @@ class Machine:
             return 1.0
         return min(1.0, self.capacity / (active + self.background)) / min(1.0, self.capacity / (1 + self.background))
 
-    def transfer_s(self, nbytes: int) -> float:
-        return self.latency_s + nbytes / self.bandwidth
+    def cores_busy(self, active: int) -> bool:
+        """Whether ``active`` computing workers and the background leave no core free."""
+        return self.capacity != float("inf") and active + self.background >= self.capacity
+
+    def transfer_s(self, nbytes: int, exchange: bool = False) -> float:
+        latency = self.exchange_latency_s if exchange and self.exchange_latency_s is not None else self.latency_s
+        return latency + nbytes / self.bandwidth
 
 
 @dataclass
@@ -93,6 +103,8 @@ class _Sim:
         self.started = [0.0] * n
         self.posted = [False] * n
         self.send_end = [0.0] * n  # exchange: when this worker's own sends have arrived
+        self.blocked_on_comm = [False] * n  # its current wait is for communication that was not there yet
+        self.exchange_blocked = [False] * n  # exchange: a peer's message was missing when it looked
         self.pending: dict[int, list[int]] = {}  # exchange: peers whose message has not been taken yet
         self.now = 0.0
         self.inbox: dict[tuple[int, int], list[float]] = {}  # (src, dst) -> arrival time of each message
@@ -103,9 +115,9 @@ class _Sim:
         self.out = [WorkerTimes() for _ in range(n)]
         self.messages: list[tuple[int, int, int, str]] = []
 
-    def post(self, src: int, dst: int, nbytes: int, t: float, label: str) -> float:
+    def post(self, src: int, dst: int, nbytes: int, t: float, label: str, exchange: bool = False) -> float:
         key = (src, dst)
-        arrival = max(t, self.link_free.get(key, 0.0)) + self.m.transfer_s(nbytes)
+        arrival = max(t, self.link_free.get(key, 0.0)) + self.m.transfer_s(nbytes, exchange)
         self.link_free[key] = arrival
         self.inbox.setdefault(key, []).append(arrival)
         self.messages.append((src, dst, nbytes, label))
@@ -120,8 +132,21 @@ class _Sim:
         self.taken[key] = k + 1
         return box[k]
 
-    def wait(self, i: int, t: float) -> None:
+    def wait(self, i: int, t: float, *, blocked: bool = False, comm: bool = True) -> None:
+        """Worker i waits until ``t``; ``blocked``: it already waited for a message that was not there."""
         self.state[i], self.until[i] = "wait", max(t, self.now)
+        self.blocked_on_comm[i] = comm and (blocked or t > self.now + _EPS)
+
+    def release(self, i: int) -> None:
+        """Worker i's wait is over: it goes on, or first waits ``wake_s`` for a core if it was blocked on
+        communication and every core is busy."""
+        if self.blocked_on_comm[i] and self.m.wake_s > 0:
+            self.blocked_on_comm[i] = False
+            if self.m.cores_busy(sum(s == "compute" for s in self.state)):
+                self.until[i] = self.now + self.m.wake_s
+                return
+        self.blocked_on_comm[i] = False
+        self.finish(i)
 
     def start(self, i: int) -> bool:
         """Begin (or retry) worker i's current task; True when its state changed."""
@@ -149,15 +174,17 @@ class _Sim:
             if arrival is None:
                 changed, self.state[i], self.posted[i] = self.state[i] != "blocked", "blocked", True
                 return changed
-            self.wait(i, arrival)
+            self.wait(i, arrival, blocked=self.posted[i])
             return True
         if t.kind == "exchange":
             if not self.posted[i]:
                 self.send_end[i] = max(
-                    [self.now] + [self.post(i, p, b, self.now, t.label) for p, b in zip(t.peers, t.nbytes, strict=True)]
+                    [self.now]
+                    + [self.post(i, p, b, self.now, t.label, True) for p, b in zip(t.peers, t.nbytes, strict=True)]
                 )
                 self.posted[i], self.state[i] = True, "blocked"
                 self.pending[i] = list(t.peers)
+                self.exchange_blocked[i] = False
             left = []
             for p in self.pending[i]:
                 arrival = self.take(p, i)
@@ -167,8 +194,9 @@ class _Sim:
                     self.send_end[i] = max(self.send_end[i], arrival)
             self.pending[i] = left
             if left:
+                self.exchange_blocked[i] = True
                 return False
-            self.wait(i, self.send_end[i])
+            self.wait(i, self.send_end[i], blocked=self.exchange_blocked[i])
             return True
         if t.kind == "collective":
             group = tuple(sorted(t.peers))
@@ -178,10 +206,10 @@ class _Sim:
                 self.coll.setdefault((group, seq), {})[i] = self.now
                 self.posted[i], self.state[i] = True, "blocked"
                 arrived = self.coll[(group, seq)]
-                if len(arrived) == len(group):
+                if len(arrived) == len(group):  # measured over all its members as they are: no wake added
                     end = max(arrived.values()) + t.seconds
                     for j in group:
-                        self.wait(j, end)
+                        self.wait(j, end, comm=False)
                 return True
             return False
         raise ValueError(f"unknown task kind {t.kind!r}")
@@ -212,7 +240,7 @@ class _Sim:
                     if self.state[i] in ("ready", "blocked") and self.start(i):
                         changed = True
                     if self.state[i] == "wait" and self.until[i] <= self.now + _EPS:
-                        self.finish(i)
+                        self.release(i)
                         changed = True
             if all(s == "done" for s in self.state):
                 return SimResult(self.out, self.messages)
