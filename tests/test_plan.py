@@ -363,6 +363,7 @@ def test_plan_json_and_written_config(config_file, tmp_path, capsys):
                "--write", str(out_cfg), "--project", "8xGPU,link=300GB/s,2us,layer_ms=1"])  # fmt: skip
     text = capsys.readouterr().out
     assert rc == 0 and "compute" in text and "bubble" in text and "PROJECTION (not measured): 8 x GPU" in text
+    assert "2 workers sharing the machine (probed): compute x" in text
     data = json.loads(out_json.read_text())
     keys = {"ways", "stages", "chunks", "stage_split", "epoch_time_s", "peak_memory_bytes", "bytes"}
     assert data["candidates"] and all(keys <= set(c) for c in data["candidates"])

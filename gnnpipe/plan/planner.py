@@ -6,6 +6,7 @@ files, for benchmarks and tests.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from gnnpipe.config import ExperimentConfig
@@ -48,11 +49,19 @@ def _inputs(cal: Calibration, workers: int, memory: int | None) -> list[str]:
     from gnnpipe.units import format_bytes
 
     sharing = f"{cal.threads} thread(s) per worker on {cal.cores} cores" if cal.threads else "one device per worker"
-    return [
+    lines = [
         f"device {cal.device}, {workers} workers, {sharing}; calibration {cal.key}",
         f"link {cal.link.describe()}",
-        f"memory budget per worker: {format_bytes(memory) if memory else 'none'}",
     ]
+    probe = cal.shared_by(workers)
+    if probe is not None:
+        ms = {k: f"{v * 1e3:.2f} ms" for k, v in dataclasses.asdict(probe).items() if k.endswith("_s")}
+        lines.append(
+            f"{workers} workers sharing the machine (probed): compute x{probe.compute_factor:.2f}, "
+            f"{probe.msg_cpu.a * 1e3:.2f} ms CPU per message end; between steps a message takes {ms['one_way_s']} "
+            f"one way, an exchange {ms['exchange_s']}; {ms['wake_s']} for a core when all are busy"
+        )
+    return lines + [f"memory budget per worker: {format_bytes(memory) if memory else 'none'}"]
 
 
 def plan_command(
