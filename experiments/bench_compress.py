@@ -62,28 +62,12 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def write_outputs(rows: list[dict], meta: dict, folder: Path) -> None:
+    from experiments.paper_report import plot_compress
+
     write_runs(folder, "compress", rows, meta)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    width = 0.8 / len(STRATEGIES)
-    for i, strategy in enumerate(STRATEGIES):
-        mine = [r for r in rows if r["strategy"] == strategy]
-        xs = [j + i * width for j in range(len(mine))]
-        axes[0].bar(xs, [r["traffic_bytes"] / 2**20 for r in mine], width, label=strategy)
-        axes[1].bar(xs, [100 * r["test_acc"] for r in mine], width, label=strategy)
-    for ax, label in zip(axes, ("layer + graph MiB per epoch (measured)", "test accuracy (%)"), strict=True):
-        ax.set_xticks([j + width * (len(STRATEGIES) - 1) / 2 for j in range(len(SETTINGS))], SETTINGS)
-        ax.set_ylabel(label)
-        ax.legend()
-    axes[1].set_ylim(bottom=max(0.0, min(100 * r["test_acc"] for r in rows) - 10))
-    fig.suptitle(f"parallel.compress: Cora GCNII-8 h64, 4 workers, {meta['epochs']} epochs", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(folder / "compress.png", dpi=120)
-    plt.close(fig)
+    plotted = [{**r, "dataset": "cora", "test_acc": 100 * r["test_acc"], "test_acc_std": 0.0} for r in rows]
+    title = f"parallel.compress: Cora GCNII-8 h64, 4 workers, {meta['epochs']} epochs"
+    plot_compress(plotted, folder / "compress.png", title)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -267,8 +267,9 @@ def _layer_ticks(ax, rows: list[dict]) -> None:
     ax.set_xticks([], minor=True)
 
 
-def plot_compress(rows: list[dict], path: Path) -> None:
-    """Bytes (layer + graph) and test accuracy per compression setting, one group per (dataset, strategy)."""
+def plot_compress(rows: list[dict], path: Path, title: str = "parallel.compress, GCNII") -> None:
+    """Bytes (layer + graph) and test accuracy (%, with ``test_acc_std``) per compression setting, one group per
+    (dataset, strategy). Also ``bench_compress.py``'s plot."""
     plt = _plt()
     groups = list(dict.fromkeys((r["dataset"], r["strategy"]) for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -285,4 +286,4 @@ def plot_compress(rows: list[dict], path: Path) -> None:
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
     axes[1].set_ylim(bottom=max(0.0, min(r["test_acc"] for r in rows) - 10))
-    _finish(fig, path, "parallel.compress, GCNII")
+    _finish(fig, path, title)

@@ -27,3 +27,14 @@ def test_ratios_are_against_the_uncompressed_run_of_the_same_strategy():
     rows = [{"strategy": s, "compress": c, "traffic_bytes": b} for s, c, b in runs]
     bench_compress.add_ratios(rows)
     assert [r["ratio_vs_none"] for r in rows] == [1.0, 4.0, 1.0, 2.0]
+
+
+def test_outputs_are_written(tmp_path):
+    rows = [
+        {"strategy": st, "compress": how, "traffic_bytes": 2**20 // (i + 1), "test_acc": 0.8}
+        for st in bench_compress.STRATEGIES
+        for i, how in enumerate(bench_compress.SETTINGS)
+    ]
+    bench_compress.write_outputs(rows, {"epochs": 3}, tmp_path)
+    assert (tmp_path / "compress.csv").read_text().startswith("strategy,compress,traffic_bytes,test_acc")
+    assert (tmp_path / "compress.png").stat().st_size > 0
