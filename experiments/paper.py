@@ -108,42 +108,51 @@ def arms(datasets: tuple[str, ...] = tuple(DATASETS), models: tuple[str, ...] = 
     return out
 
 
-def depth_volumes(mode: Mode, datasets: tuple[str, ...]) -> list[dict]:
+def depth_volumes(mode: Mode, datasets: tuple[str, ...], have: dict | None = None, measure: bool = True) -> list[dict]:
     """Bytes per training epoch of graph / pipeline / hybrid on 4 workers for every dataset and depth: analytic
-    (the chunk plan's formulas) and, for ``mode.measured`` datasets, measured by comm.py over one epoch."""
+    (the chunk plan's formulas) and, for ``mode.measured`` datasets, measured by comm.py over one epoch. Rows in
+    ``have`` (by dataset and depth, from :func:`cached_depth`) are reused; without ``measure`` the missing ones
+    are analytic only (``--report`` runs nothing)."""
     from gnnpipe.config import load_config
     from gnnpipe.data import load_graph
     from gnnpipe.profile.report import profile
 
-    rows = []
+    have, rows = have or {}, []
     for ds in datasets:
         config, graph = DATASETS[ds], None
         for layers in DEPTHS:
+            if (ds, layers) in have:
+                rows += have[(ds, layers)]
+                continue
             cfg = load_config(REPO / config, ["model.arch=gcnii", f"model.layers={layers}", "train.seed=1"])
             graph = graph or load_graph(cfg.dataset)
-            measure = 1 if ds in mode.measured else 0
+            epochs = 1 if measure and ds in mode.measured else 0
             t0 = time.perf_counter()
-            for r in profile(cfg, graph, workers=4, measure_epochs=measure):
+            for r in profile(cfg, graph, workers=4, measure_epochs=epochs):
                 rows.append({"dataset": ds, "layers": layers, "hidden": cfg.model.hidden, **flatten(r)})
-            print(f"  volumes {ds} L={layers}: {'measured' if measure else 'analytic'}, "
+            print(f"  volumes {ds} L={layers}: {'measured' if epochs else 'analytic'}, "
                   f"{time.perf_counter() - t0:.0f}s", flush=True)  # fmt: skip
     return rows
 
 
-def cached_depth(path: Path, mode: Mode, datasets: tuple[str, ...]) -> list[dict] | None:
-    """The volume rows an earlier invocation wrote to ``path`` if they cover every dataset and depth, measured
-    where ``mode`` measures (volumes depend only on the plan and the model's widths, not on training)."""
+def cached_depth(path: Path, mode: Mode) -> dict[tuple[str, int], list[dict]]:
+    """The volume rows an earlier invocation wrote to ``path``, by (dataset, depth), where they are measured if
+    ``mode`` measures that dataset (volumes depend only on the plan and the model's widths, not on training)."""
     if not path.is_file():
-        return None
-    rows = [
-        {k: v for k, v in r.items() if k != "ratio_graph_over_pipeline"} for r in json.loads(path.read_text())["runs"]
-    ]
-    have = {(r["dataset"], r["layers"]) for r in rows}
-    measured = all(r["total_measured"] is not None for r in rows if r["dataset"] in mode.measured)
-    if have == {(ds, L) for ds in datasets for L in DEPTHS} and measured:
-        print(f"  volumes: reusing {runner.repo_relative(path)}")
-        return rows
-    return None
+        return {}
+    out: dict[tuple[str, int], list[dict]] = {}
+    for r in json.loads(path.read_text())["runs"]:
+        out.setdefault((r["dataset"], r["layers"]), []).append(
+            {k: v for k, v in r.items() if k != "ratio_graph_over_pipeline"}
+        )
+    usable = {
+        key: rows
+        for key, rows in out.items()
+        if key[0] not in mode.measured or all(r["total_measured"] is not None for r in rows)
+    }
+    if usable:
+        print(f"  volumes: reusing {len(usable)} (dataset, depth) points from {runner.repo_relative(path)}")
+    return usable
 
 
 def flatten(r: dict) -> dict:
@@ -194,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [] if args.report else runner.run_all(runs, force=args.force, timeout_s=args.timeout)
     results, unreadable = runner.finished_results(runs)
     print(f"paper ({mode.name}): {len(results)} of {len(runs)} runs finished, {time.perf_counter() - t0:.0f}s")
-    depth = None if args.force else cached_depth(out / "depth.json", mode, args.datasets)
-    depth = depth or depth_volumes(mode, args.datasets)
+    have = {} if args.force else cached_depth(out / "depth.json", mode)
+    depth = depth_volumes(mode, args.datasets, have, measure=not args.report)
     command = "python experiments/paper.py " + " ".join(sys.argv[1:] if argv is None else argv)
     meta = {
         "mode": mode.name, "seeds": list(mode.seeds), "epochs": epochs or "the configs' (250)",

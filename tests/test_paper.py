@@ -109,13 +109,28 @@ def test_tables_ratios_and_plots_on_fake_runs(tmp_path):
     assert at8["ratio_graph_over_pipeline"] == pytest.approx(800 / 300)
 
 
-def test_volume_rows_are_reused_only_when_complete_and_measured_where_asked(tmp_path):
+def test_volume_rows_are_reused_where_measured_as_asked_and_report_measures_nothing(tmp_path, monkeypatch):
     path = tmp_path / "depth.json"
     rows = fake_depth()
     path.write_text(json.dumps({"meta": {}, "runs": rows}))
     quick_cora = paper.Mode("q", (1,), 3, ())
-    assert paper.cached_depth(path, quick_cora, ("cora",)) == rows
-    assert paper.cached_depth(path, quick_cora, ("cora", "sbm")) is None  # sbm missing
+    have = paper.cached_depth(path, quick_cora)
+    assert set(have) == {("cora", L) for L in paper.DEPTHS} and sum(have.values(), []) == rows
     measured = paper.Mode("m", (1,), 3, ("cora",))
-    assert paper.cached_depth(path, measured, ("cora",)) is None  # L >= 16 only analytic
-    assert paper.cached_depth(tmp_path / "none.json", quick_cora, ("cora",)) is None
+    assert set(paper.cached_depth(path, measured)) == {("cora", L) for L in paper.DEPTHS if L <= 8}
+    assert paper.cached_depth(tmp_path / "none.json", quick_cora) == {}
+    asked = []  # (dataset, depth, epochs measured) of every profile the volumes call for
+
+    def fake_profile(cfg, graph, workers, measure_epochs):
+        asked.append((cfg.dataset.name, cfg.model.layers, measure_epochs))
+        kinds = {"layer": 1, "graph": 2, "weight": 3}
+        return [{"strategy": "graph", "ways": 4, "stages": 1, "chunks": 4, "analytic": kinds, "measured": kinds}]
+
+    monkeypatch.setattr("gnnpipe.profile.report.profile", fake_profile)
+    monkeypatch.setattr("gnnpipe.data.load_graph", lambda cfg: None)
+    out = paper.depth_volumes(measured, ("cora",), paper.cached_depth(path, measured))
+    assert asked == [("cora", L, 1) for L in paper.DEPTHS if L > 8]  # only the points not measured yet
+    assert [r["layers"] for r in out] == sorted(r["layers"] for r in out)
+    asked.clear()
+    paper.depth_volumes(measured, ("cora",), {}, measure=False)  # --report: analytic only
+    assert asked == [("cora", L, 0) for L in paper.DEPTHS]
