@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"paper ({mode.name}): {len(results)} of {len(runs)} runs finished, {time.perf_counter() - t0:.0f}s")
     have = {} if args.force else cached_depth(out / "depth.json", mode)
     depth = depth_volumes(mode, args.datasets, have, measure=not args.report)
+    depth += [r for (ds, _), rows in have.items() if ds not in args.datasets for r in rows]  # kept, not lost
     command = "python experiments/paper.py " + " ".join(sys.argv[1:] if argv is None else argv)
     meta = {
         "mode": mode.name, "seeds": list(mode.seeds), "epochs": epochs or "the configs' (250)",
