@@ -300,10 +300,14 @@ class Comm:
         try:
             work = dist.all_reduce(wire, group=group, async_op=True)
         except Exception as e:
-            raise CommError(f"rank {self.rank}: all-reduce among ranks {group_ranks} failed: {e}") from None
-        self._wait(work, f"all-reduce among ranks {group_ranks}")
+            raise CommError(f"rank {self.rank}: {self._with_peers(group_ranks)} failed: {e}") from None
+        self._wait(work, self._with_peers(group_ranks))
         if wire is not t:
             t.copy_(wire)
+
+    def _with_peers(self, group_ranks: list[int]) -> str:
+        """An all-reduce named by the peers it waits on (one of them failing is what ends it)."""
+        return "all-reduce with " + ", ".join(f"rank {r}" for r in group_ranks if r != self.rank)
 
     def all_gather_object(self, obj: object) -> list:
         """Small Python objects from every worker (setup checks, counters): control traffic, not counted."""
