@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from experiments.paper_report import plot_compress  # noqa: E402
 from experiments.suite_runs import REPO, Run, execute, read_summary  # noqa: E402
 from experiments.suites import Experiment  # noqa: E402
 from experiments.tables import write_runs  # noqa: E402
@@ -62,8 +63,6 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def write_outputs(rows: list[dict], meta: dict, folder: Path) -> None:
-    from experiments.paper_report import plot_compress
-
     write_runs(folder, "compress", rows, meta)
     plotted = [{**r, "dataset": "cora", "test_acc": 100 * r["test_acc"], "test_acc_std": 0.0} for r in rows]
     title = f"parallel.compress: Cora GCNII-8 h64, 4 workers, {meta['epochs']} epochs"

@@ -24,7 +24,7 @@ from gnnpipe.plan.costs import Calibration, Fit, Link, calibration_key, load_cac
 __all__ = ["calibrate", "probe_link"]
 
 
-def _timed_worker(cfg_dict: dict, threads: int, warmup: int, epochs: int) -> dict:
+def _timed_worker(cfg_dict: dict, warmup: int, epochs: int) -> dict:
     """On one worker: the engine at W = S = 1; every action of the timed epochs with its seconds."""
     from gnnpipe.parallel.engine import _STEP_OPS
     from gnnpipe.train.run import make_executor
@@ -181,8 +181,7 @@ def _calibrate(cfg, graph, *, threads, cores, cache, link, chunk_counts, warmup,
         prepare(config_from_dict(d, "plan calibration"), cache_dir(), graph)  # the run opens it, as a 2nd run does
         # at the threads a planned worker gets, intra-op and OpenMP (the native kernels) alike; on a GPU (0) the
         # host threads do not matter and the spawner's default stands
-        res = run_workers(_timed_worker, 1, d, threads, warmup, epochs, timeout_s=1800.0, threads=threads or None)
-        res = res[0].value
+        res = run_workers(_timed_worker, 1, d, warmup, epochs, timeout_s=1800.0, threads=threads or None)[0].value
         geo = geometry(plan_for(config_from_dict(d, "plan calibration"), graph))
         units = list(zip(geo.rows, geo.edges, strict=True))
         per_chunk: dict[tuple[str, int], list[float]] = {}

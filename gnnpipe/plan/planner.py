@@ -6,7 +6,6 @@ files, for benchmarks and tests.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from gnnpipe.config import ExperimentConfig
@@ -55,11 +54,12 @@ def _inputs(cal: Calibration, workers: int, memory: int | None) -> list[str]:
     ]
     probe = cal.shared_by(workers)
     if probe is not None:
-        ms = {k: f"{v * 1e3:.2f} ms" for k, v in dataclasses.asdict(probe).items() if k.endswith("_s")}
+        ms = "{:.2f} ms".format
         lines.append(
             f"{workers} workers sharing the machine (probed): compute x{probe.compute_factor:.2f}, "
-            f"{probe.msg_cpu.a * 1e3:.2f} ms CPU per message end; between steps a message takes {ms['one_way_s']} "
-            f"one way, an exchange {ms['exchange_s']}; {ms['wake_s']} for a core when all are busy"
+            f"{ms(probe.msg_cpu.a * 1e3)} CPU per message end; between steps a message takes "
+            f"{ms(probe.one_way_s * 1e3)} one way, an exchange {ms(probe.exchange_s * 1e3)}; "
+            f"{ms(probe.wake_s * 1e3)} for a core when all are busy"
         )
     return lines + [f"memory budget per worker: {format_bytes(memory) if memory else 'none'}"]
 

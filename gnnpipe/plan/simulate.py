@@ -140,12 +140,10 @@ class _Sim:
     def release(self, i: int) -> None:
         """Worker i's wait is over: it goes on, or first waits ``wake_s`` for a core if it was blocked on
         communication and every core is busy."""
-        if self.blocked_on_comm[i] and self.m.wake_s > 0:
-            self.blocked_on_comm[i] = False
-            if self.m.cores_busy(sum(s == "compute" for s in self.state)):
-                self.until[i] = self.now + self.m.wake_s
-                return
-        self.blocked_on_comm[i] = False
+        blocked, self.blocked_on_comm[i] = self.blocked_on_comm[i], False
+        if blocked and self.m.wake_s > 0 and self.m.cores_busy(sum(s == "compute" for s in self.state)):
+            self.until[i] = self.now + self.m.wake_s
+            return
         self.finish(i)
 
     def start(self, i: int) -> bool:
