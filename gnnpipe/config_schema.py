@@ -130,6 +130,14 @@ class ParallelConfig:
         "evaluation stays exact",
         choices=("none", "bf16", "fp16", "int8"),
     )
+    placement: str = opt(
+        "stages",
+        "rank layout, i.e. what shares a node (launchers fill a node with consecutive ranks): stages (rank = "
+        "way * stages + stage: a way's consecutive stages share a node, only stage boundaries between node "
+        "blocks cross) or ways (rank = stage * ways + way: a stage's ways share a node, halo exchanges and the "
+        "weight all-reduce stay inside it, stage boundaries cross)",
+        choices=("stages", "ways"),
+    )
     backend: str = opt(
         "auto",
         "torch.distributed backend: auto (nccl on cuda, gloo on cpu), nccl, or gloo (on cuda: transfers staged "

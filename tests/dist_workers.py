@@ -13,7 +13,7 @@ def run_engine_configs(cfg_dicts: list[dict], epochs: int, record_actions: bool 
     from gnnpipe.parallel.comm import Comm
     from gnnpipe.parallel.dims import ParallelDims
     from gnnpipe.parallel.engine import Engine
-    from gnnpipe.profile.volumes import volume_of
+    from gnnpipe.profile.volumes import volume_by_link, volume_of
     from gnnpipe.train.run import shared_plan
 
     graphs: dict = {}
@@ -28,7 +28,7 @@ def run_engine_configs(cfg_dicts: list[dict], epochs: int, record_actions: bool 
         eng.record_grads = True
         eng.executed = [] if record_actions else None
         comm.log = [] if record_actions else None
-        losses = [eng.train_epoch(e).loss for e in range(epochs)]
+        losses = [eng.train_epoch_counted(e).loss for e in range(epochs)]
         vol = volume_of(cfg, graph, plan)
         params = {n: q.detach().clone() for n, q in eng.named_stage_parameters().items()}
         out.append(
@@ -39,6 +39,11 @@ def run_engine_configs(cfg_dicts: list[dict], epochs: int, record_actions: bool 
                 "bytes": {
                     "measured": eng.comm_bytes_per_epoch(),
                     "analytic": {"layer": vol.layer, "graph": vol.graph, "weight": vol.weight},
+                },
+                "by_link": {
+                    "measured": eng.comm_bytes_by_link(),
+                    "analytic": volume_by_link(cfg, graph, plan, comm.node_of_rank),
+                    "nodes": list(comm.node_of_rank),
                 },
                 "acc": eng.evaluate(),
                 "memory": eng.memory_report(),

@@ -79,6 +79,13 @@ def assert_equal_to_reference(d: dict, results: list[dict], *, single_device: bo
     assert names == {n for n, _ in oracles[0].model.named_parameters()}
     for res in results:
         assert res["bytes"]["measured"] == res["bytes"]["analytic"], res["bytes"]
+        if "by_link" in res:  # split by link (intra/inter-node), measured == analytic and summing to the kind
+            link = res["by_link"]
+            assert link["measured"] == link["analytic"], (d["parallel"], link)
+            for kind, total in res["bytes"]["measured"].items():
+                assert link["measured"][kind]["intra"] + link["measured"][kind]["inter"] == total, (kind, link)
+            if len(set(link["nodes"])) == 1:
+                assert all(v["inter"] == 0 for v in link["measured"].values())
     # evaluation through the stages is exact: single-device inference with the engine's final weights
     sd = SingleDeviceExecutor(config_from_dict({**d, "parallel": {"ways": 1, "stages": 1, "chunks": 1}}), graph)
     merged = {n: q for res in results for n, q in res["params"].items()}
@@ -102,9 +109,12 @@ def plan_cache(tmp_path_factory):
         os.environ["GNNPIPE_CACHE"] = old
 
 
-def run_group(world: int, configs: list[dict], record_actions: bool = False) -> list[list[dict]]:
-    """Results indexed [config][rank]."""
-    per_rank = [r.value for r in run_workers(run_engine_configs, world, configs, EPOCHS, record_actions, timeout_s=600)]
+def run_group(world: int, configs: list[dict], record_actions: bool = False, nodes: int = 1) -> list[list[dict]]:
+    """Results indexed [config][rank]. ``nodes``: the workers pretend to be on that many nodes (bytes by link)."""
+    per_rank = [
+        r.value
+        for r in run_workers(run_engine_configs, world, configs, EPOCHS, record_actions, timeout_s=600, nodes=nodes)
+    ]
     return [[per_rank[r][i] for r in range(world)] for i in range(len(configs))]
 
 
@@ -209,12 +219,14 @@ WORLD4 = (
     + [cfg_dict("gcnii", 1, 4, 16), cfg_dict("resgcn", 1, 4, 12, SBM)]
     + [cfg_dict(a, 2, 2, 8) for a in ARCHS]  # hybrid
     + [cfg_dict("gcnii", 1, 4, 16, recompute=True), cfg_dict("sage", 2, 2, 8, recompute=True)]
+    + [cfg_dict(a, 2, 2, 8, placement="ways") for a in ("gcnii", "sage")]  # a stage's ways share a node
 )
 
 
 @pytest.fixture(scope="module")
 def world4():
-    return run_group(4, WORLD4, record_actions=True)
+    """Run as 2 nodes x 2 workers (a fake node map): every configuration also checks bytes by link."""
+    return run_group(4, WORLD4, record_actions=True, nodes=2)
 
 
 @pytest.mark.parametrize("i", range(len(WORLD4)))
@@ -230,6 +242,39 @@ def test_hybrid_does_not_depend_on_stages(world2, world4):
     s2 = world4[WORLD4.index(cfg_dict("gcnii", 2, 2, 8))][0]["losses"]
     for a, b in zip(s1, s2, strict=True):
         assert abs(a - b) <= 1e-9 * abs(b)
+
+
+def test_placement_ways_equals_stages(world4):
+    """Placement only moves ways and stages between ranks: a hybrid 2x2 with ``placement: ways`` computes the
+    same losses and weights as with ``stages`` (float64), on different ranks."""
+    for arch in ("gcnii", "sage"):
+        by_stages = world4[WORLD4.index(cfg_dict(arch, 2, 2, 8))]
+        by_ways = world4[WORLD4.index(cfg_dict(arch, 2, 2, 8, placement="ways"))]
+        assert by_ways[0]["losses"] == by_stages[0]["losses"]
+        # rank 1 is (way 0, stage 1) with stages, (way 1, stage 0) with ways: another slice of the weights
+        assert set(by_ways[1]["params"]) == set(by_stages[2]["params"]) != set(by_stages[1]["params"])
+        for r_ways, r_stages in ((1, 2), (2, 1), (3, 3)):
+            for n, q in by_ways[r_ways]["params"].items():
+                assert torch.equal(q, by_stages[r_stages]["params"][n]), (arch, n)
+
+
+def test_bytes_by_link_on_two_nodes(world4):
+    """2 nodes x 2 workers. Placement stages: a way's stages share a node, so stage boundaries stay inside it
+    and halos and the all-reduce cross; placement ways: the reverse. A 4-stage pipeline crosses at 1 of its 3
+    boundaries."""
+    stages = world4[WORLD4.index(cfg_dict("gcnii", 2, 2, 8))][0]
+    ways = world4[WORLD4.index(cfg_dict("gcnii", 2, 2, 8, placement="ways"))][0]
+    pipe = world4[WORLD4.index(cfg_dict("gcnii", 1, 4, 16))][0]
+    assert stages["by_link"]["nodes"] == ways["by_link"]["nodes"] == [0, 0, 1, 1]
+    total = stages["bytes"]["measured"]
+    assert ways["bytes"]["measured"] == total  # the same bytes, on other links
+    for kind, (on_stages, on_ways) in {"layer": ("intra", "inter"), "graph": ("inter", "intra"),
+                                       "weight": ("inter", "intra")}.items():  # fmt: skip
+        assert total[kind] > 0
+        assert stages["by_link"]["measured"][kind][on_stages] == total[kind], kind
+        assert ways["by_link"]["measured"][kind][on_ways] == total[kind], kind
+    layer = pipe["by_link"]["measured"]["layer"]
+    assert layer["inter"] * 3 == pipe["bytes"]["measured"]["layer"] and layer["intra"] == 2 * layer["inter"]
 
 
 def test_pipeline_stage_bytes_formula(world4):
@@ -264,10 +309,12 @@ def expected_transfer(d: ParallelDims, rank: int, act: Action) -> tuple:
     }[act.op]
 
 
-@pytest.mark.parametrize("degrees", [(1, 4, 16), (2, 2, 8)], ids=["pipeline-4-stages", "hybrid-2x2"])
+@pytest.mark.parametrize(
+    "degrees", [(1, 4, 16), (2, 2, 8), (2, 2, 8, "ways")], ids=["pipeline-4-stages", "hybrid-2x2", "hybrid-2x2-ways"]
+)
 def test_lockstep_every_worker_runs_exactly_its_schedule(world4, degrees):
     """What each worker executed, and every transfer it made, is what ``worker_schedule`` / ``eval_schedule`` say."""
-    d_cfg = cfg_dict("gcnii", *degrees)
+    d_cfg = cfg_dict("gcnii", *degrees[:3], **({"placement": degrees[3]} if len(degrees) > 3 else {}))
     cfg = config_from_dict(d_cfg)
     d = ParallelDims.from_config(cfg)
     for rank, res in enumerate(world4[WORLD4.index(d_cfg)]):

@@ -2,8 +2,9 @@
 
 Every byte an engine moves goes through :class:`Comm`, which counts it by (kind, layer, peer, direction).
 Kinds: ``layer`` (stage to stage), ``graph`` (halo rows among ways of a stage), ``weight`` (gradient
-all-reduce, counted as a ring all-reduce: 2(W-1)/W of the buffer per worker), ``eval`` (evaluation) and
-``control`` (setup checks, losses). Only layer/graph/weight are training volume.
+all-reduce, counted as a ring all-reduce: 2(W-1)/W of the buffer per worker, sent to its ring successor in
+the group), ``eval`` (evaluation) and ``control`` (setup checks, losses). Only layer/graph/weight are training
+volume. Setup learns every rank's node (``node_of_rank``), so bytes also split by link: intra/inter-node.
 
 A worker that fails, dies or is interrupted must not leave the others hanging (``parallel/liveness.py``): a
 watchdog thread beats a heartbeat in the rendezvous store, reads the others' and the failure board, and takes
@@ -26,6 +27,7 @@ import torch.distributed as dist
 
 from gnnpipe.parallel.dims import ParallelDims
 from gnnpipe.parallel.liveness import EXIT_PEER, Watchdog, await_end, claim_end
+from gnnpipe.parallel.nodes import LINKS, link_of, node_indices, node_key
 
 __all__ = ["Comm", "CommError", "KINDS", "TRAIN_KINDS"]
 
@@ -90,6 +92,11 @@ class Comm:
                 g = dist.new_group(dims.way_ranks(w), timeout=self.timeout)
                 if w == self.way:
                     self.way_group = g
+        try:  # the node of every rank (DESIGN §4): bytes by link
+            key = node_key(rank, dims.world_size)
+        except ValueError as e:
+            raise CommError(str(e), exit_code=2) from None
+        self.node_of_rank = node_indices(self.all_gather_object(key))
 
     # ------------------------------------------------------------------ setup / teardown
     @classmethod
@@ -224,6 +231,14 @@ class Comm:
         assert kind in KINDS, kind
         self.bytes[(kind, layer, peer, direction)] += nbytes
 
+    def sent_by_link(self) -> dict[str, dict[str, float]]:
+        """Bytes sent so far by kind and link: ``intra`` (to a peer on this node) or ``inter`` (DESIGN §4)."""
+        out = {k: dict.fromkeys(LINKS, 0.0) for k in KINDS}
+        for (kind, _l, peer, d), b in self.bytes.items():
+            if d == "send":
+                out[kind][link_of(self.node_of_rank, self.rank, peer)] += b
+        return out
+
     def sent_by_kind(self) -> dict[str, float]:
         out = dict.fromkeys(KINDS, 0.0)
         for (kind, _l, _p, d), b in self.bytes.items():
@@ -295,7 +310,8 @@ class Comm:
             self.log.append((kind, tuple(group_ranks), tuple(group_ranks)))
         if n == 1:
             return
-        self._count(kind, -1, -1, "send", 2.0 * (n - 1) / n * t.numel() * t.element_size())
+        succ = group_ranks[(group_ranks.index(self.rank) + 1) % n]  # the ring's link this worker's share takes
+        self._count(kind, -1, succ, "send", 2.0 * (n - 1) / n * t.numel() * t.element_size())
         wire = t.cpu() if self.via_host else t
         try:
             work = dist.all_reduce(wire, group=group, async_op=True)

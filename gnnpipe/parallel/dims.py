@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from gnnpipe.config import ExperimentConfig
 from gnnpipe.partition.stages import split_layers, stage_bounds
 
-__all__ = ["ParallelDims"]
+__all__ = ["PLACEMENTS", "ParallelDims"]
+
+PLACEMENTS = ("stages", "ways")  # parallel.placement: what consecutive ranks (and so one node) hold
 
 
 @dataclass(frozen=True)
@@ -19,13 +21,17 @@ class ParallelDims:
     """``ways`` (graph-parallel degree) x ``stages`` (layer-parallel degree) workers; ``chunks`` vertex chunks,
     ``chunks / ways`` per way; ``layer_counts[s]`` consecutive GNN layers on stage ``s``.
 
-    Rank layout: ``rank = way * stages + stage`` (the ways of one stage are ``stages`` apart).
+    Rank layout (``placement``, DESIGN §1): ``stages`` (the default) ``rank = way * stages + stage``: one way's
+    stages are consecutive ranks (the ways of one stage are ``stages`` apart); ``ways`` ``rank = stage * ways +
+    way``: one stage's ways are consecutive. Launchers put consecutive ranks on one node, so the placement
+    decides which transfers cross nodes.
     """
 
     ways: int
     stages: int
     chunks: int
     layer_counts: tuple[int, ...]
+    placement: str = "stages"
 
     def __post_init__(self) -> None:
         for name in ("ways", "stages", "chunks"):
@@ -36,6 +42,8 @@ class ParallelDims:
             raise ValueError(f"chunks ({self.chunks}) must be a multiple of ways ({self.ways})")
         if len(self.layer_counts) != self.stages or min(self.layer_counts) < 1:
             raise ValueError(f"layer_counts {self.layer_counts} must give each of {self.stages} stages >= 1 layer")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement {self.placement!r} is not one of {', '.join(PLACEMENTS)}")
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> ParallelDims:
@@ -49,7 +57,7 @@ class ParallelDims:
             counts = cost_split_counts(cfg)
         else:
             counts = split_layers(cfg.model.layers, p.stages)
-        return cls(p.ways, p.stages, p.chunks, tuple(counts))
+        return cls(p.ways, p.stages, p.chunks, tuple(counts), p.placement)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -68,12 +76,15 @@ class ParallelDims:
     def rank(self, way: int, stage: int) -> int:
         if not (0 <= way < self.ways and 0 <= stage < self.stages):
             raise ValueError(f"(way {way}, stage {stage}) is outside {self.ways} x {self.stages}")
-        return way * self.stages + stage
+        return stage * self.ways + way if self.placement == "ways" else way * self.stages + stage
 
     def coords(self, rank: int) -> tuple[int, int]:
         """``(way, stage)`` of ``rank``."""
         if not 0 <= rank < self.world_size:
             raise ValueError(f"rank {rank} is outside a world of {self.world_size}")
+        if self.placement == "ways":
+            stage, way = divmod(rank, self.ways)
+            return way, stage
         return divmod(rank, self.stages)
 
     def stage_ranks(self, stage: int) -> list[int]:

@@ -40,7 +40,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(rank: int, world: int, port: int, fn, args, queue, threads: int, log_dir: str | None) -> None:
+def _entry(rank: int, world: int, port: int, fn, args, queue, threads: int, log_dir: str | None, nodes: int) -> None:
     if log_dir is not None:  # this worker's stdout and stderr (incl. C++ and os._exit paths) to rank<k>.log
         fd = os.open(os.path.join(log_dir, f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
@@ -52,6 +52,7 @@ def _entry(rank: int, world: int, port: int, fn, args, queue, threads: int, log_
         LOCAL_WORLD_SIZE=str(world),
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
+        GROUP_RANK=str(rank // (world // nodes)),  # the node, as torchrun's agent sets it (DESIGN §4)
     )
     import torch
 
@@ -90,6 +91,7 @@ def run_workers(
     check: bool = True,
     log_dir: str | None = None,
     threads: int | None = None,
+    nodes: int = 1,
 ) -> list[WorkerResult]:
     """Run ``fn(*args)`` on ``world`` workers; return their results in rank order.
 
@@ -97,15 +99,18 @@ def run_workers(
     naming the ranks; without it, the caller inspects each WorkerResult (e.g. to test failure handling).
     ``log_dir``: send each worker's stdout/stderr to ``log_dir/rank<k>.log``. ``threads``: each worker's
     intra-op and OpenMP threads (default: its share of the cores, OpenMP's only where the caller's environment
-    does not set ``OMP_NUM_THREADS``).
+    does not set ``OMP_NUM_THREADS``). ``nodes``: pretend the workers run on that many nodes, ``world / nodes``
+    consecutive ranks each (torchrun's ``GROUP_RANK``): bytes by link count as on such a cluster.
     """
+    if nodes < 1 or world % nodes:
+        raise ValueError(f"{world} workers cannot be spread evenly over {nodes} nodes")
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = free_port()
     force = threads is not None
     threads = max(1, threads if force else (os.cpu_count() or 1) // world)
     procs = [
-        ctx.Process(target=_entry, args=(r, world, port, fn, args, queue, threads, log_dir), daemon=True)
+        ctx.Process(target=_entry, args=(r, world, port, fn, args, queue, threads, log_dir, nodes), daemon=True)
         for r in range(world)
     ]
     _start(procs, threads, force)

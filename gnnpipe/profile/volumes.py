@@ -18,10 +18,11 @@ from gnnpipe.data.graph import Graph
 from gnnpipe.models.deep import DeepGNN, build_model
 from gnnpipe.parallel.dims import ParallelDims
 from gnnpipe.partition.chunker import ChunkPlan
+from gnnpipe.partition.links import analytic_by_link
 from gnnpipe.partition.stages import stage_bounds
 from gnnpipe.partition.stats import CommVolume, analytic_volume
 
-__all__ = ["Strategy", "strategies_for", "volume_of", "with_degrees"]
+__all__ = ["Strategy", "strategies_for", "volume_by_link", "volume_of", "with_degrees"]
 
 
 @dataclass(frozen=True)
@@ -65,23 +66,35 @@ def with_degrees(cfg: ExperimentConfig, s: Strategy) -> ExperimentConfig:
     return dataclasses.replace(cfg, parallel=par)
 
 
+def _volume_args(cfg: ExperimentConfig, graph: Graph, model: DeepGNN | None) -> tuple[ParallelDims, dict]:
+    if model is None:
+        model = build_model(cfg.model, graph.num_features, graph.num_classes, seed=cfg.train.seed)
+    dims = ParallelDims.from_config(cfg)
+    d = model.dims()
+    numels = [sum(q.numel() for q in model.stage_parameters(lo, hi)) for lo, hi in stage_bounds(dims.layer_counts)]
+    itemsize = torch.empty((), dtype=getattr(torch, cfg.train.dtype)).element_size()
+    return dims, {
+        "agg_widths": d.agg_widths,
+        "agg_grad": d.agg_grad,
+        "boundary_widths": d.boundary_widths,
+        "h0_width": d.h0_width,
+        "stage_weight_numels": numels,
+        "bytes_per_elem": itemsize,
+        "compress": cfg.parallel.compress,
+    }
+
+
 def volume_of(cfg: ExperimentConfig, graph: Graph, plan: ChunkPlan, model: DeepGNN | None = None) -> CommVolume:
     """Analytic bytes per training epoch of ``cfg``'s degrees on ``plan`` (float width from train.dtype, row
     bytes from parallel.compress)."""
-    if model is None:
-        model = build_model(cfg.model, graph.num_features, graph.num_classes, seed=cfg.train.seed)
-    counts = list(ParallelDims.from_config(cfg).layer_counts)
-    d = model.dims()
-    numels = [sum(q.numel() for q in model.stage_parameters(lo, hi)) for lo, hi in stage_bounds(counts)]
-    itemsize = torch.empty((), dtype=getattr(torch, cfg.train.dtype)).element_size()
-    return analytic_volume(
-        plan,
-        stage_layers=counts,
-        agg_widths=d.agg_widths,
-        agg_grad=d.agg_grad,
-        boundary_widths=d.boundary_widths,
-        h0_width=d.h0_width,
-        stage_weight_numels=numels,
-        bytes_per_elem=itemsize,
-        compress=cfg.parallel.compress,
-    )
+    dims, args = _volume_args(cfg, graph, model)
+    return analytic_volume(plan, stage_layers=list(dims.layer_counts), **args)
+
+
+def volume_by_link(
+    cfg: ExperimentConfig, graph: Graph, plan: ChunkPlan, node_of_rank: list[int], model: DeepGNN | None = None
+) -> dict[str, dict[str, int]]:
+    """:func:`volume_of` split into ``intra``/``inter``-node bytes per kind for ``cfg``'s placement and the node
+    of every rank (``parallel.nodes.block_nodes(world, nodes)`` for a launcher's layout), DESIGN §4."""
+    dims, args = _volume_args(cfg, graph, model)
+    return analytic_by_link(plan, dims, node_of_rank, **args)

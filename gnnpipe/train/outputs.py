@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from gnnpipe.config import ConfigError, ExperimentConfig
+from gnnpipe.parallel.nodes import LINKS, describe_nodes
 from gnnpipe.train.executor import BREAKDOWN_KEYS, EpochStats, Executor
 from gnnpipe.train.metrics import Accuracies
 from gnnpipe.units import format_bytes
@@ -38,6 +39,9 @@ class RunSummary:
     git_rev: str
     evals: list[dict] = field(default_factory=list)
     memory: list[dict[str, int]] = field(default_factory=list)  # per worker: bytes by kind, peak growth by phase
+    nodes: list[int] = field(default_factory=list)  # the node of every rank (DESIGN §4)
+    # per kind: {"measured": {"intra", "inter"}, "analytic": {"intra", "inter"}}, cluster-wide per epoch
+    bytes_by_link: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -60,6 +64,14 @@ def print_summary(s: RunSummary, world: int, out: Callable[[str], None]) -> None
         out(f"  {kind:<7} {format_bytes(m):>12} | {format_bytes(a):>12}")
     total = sum(s.comm_bytes_per_epoch.values())
     out(f"  {'total':<7} {format_bytes(total):>12}")
+    if len(s.nodes) > 1:
+        out(f"Nodes: {describe_nodes(s.nodes)}")
+    if len(set(s.nodes)) > 1 and s.bytes_by_link:
+        out("Communication per epoch by link, cluster-wide (measured | analytic):")
+        for kind, d in s.bytes_by_link.items():
+            for link in LINKS:
+                m, a = d["measured"][link], d["analytic"][link]
+                out(f"  {kind:<7} {link + '-node':<11} {format_bytes(m):>12} | {format_bytes(a):>12}")
     mem = ", ".join(f"rank{r} {format_bytes(b)}" for r, b in enumerate(s.peak_memory_bytes))
     out(f"Peak memory per worker ({world}): {mem}")
     if any(s.memory):

@@ -26,7 +26,7 @@ from gnnpipe.parallel.dims import ParallelDims
 from gnnpipe.parallel.engine import Engine
 from gnnpipe.partition.chunker import ChunkPlan, PlanSpec, get_or_build_plan
 from gnnpipe.partition.prepared import open_prepared, prepare, prepared_dir
-from gnnpipe.profile.volumes import volume_of
+from gnnpipe.profile.volumes import volume_by_link, volume_of
 from gnnpipe.train.executor import Executor, SingleDeviceExecutor
 from gnnpipe.train.outputs import check_tensorboard
 from gnnpipe.train.resume import check_config, find_checkpoint, record_run_dir, restarted_run_dir
@@ -256,8 +256,10 @@ def make_executor(cfg: ExperimentConfig) -> Executor:
         graph, plan = shared_prepared(cfg, comm)
         probe.phase("load")
         vol = volume_of(cfg, graph, plan)
+        by_link = volume_by_link(cfg, graph, plan, comm.node_of_rank)
         eng = Engine(cfg, graph, plan, comm, probe=probe)
         eng.analytic_bytes = {"layer": vol.layer, "graph": vol.graph, "weight": vol.weight}
+        eng.analytic_by_link = by_link
         return eng
     except BaseException as e:
         failure = _failure(comm, "setup", e)

@@ -232,6 +232,7 @@ def _train(
     per_worker = executor.gather({**breakdown, "epoch": epoch_time})
     memory = executor.gather(executor.memory_report())
     comm = executor.comm_bytes_per_epoch()
+    by_link = executor.comm_bytes_by_link()
     summary = RunSummary(
         test_acc=st.best_test,
         best_val_acc=st.best_val,
@@ -247,6 +248,11 @@ def _train(
         git_rev=git_rev(),
         evals=evals,
         memory=memory,
+        nodes=executor.node_of_rank(),
+        bytes_by_link={
+            k: {"measured": by_link[k], "analytic": (executor.analytic_by_link or {}).get(k, dict.fromkeys(v, 0))}
+            for k, v in by_link.items()
+        },
     )
     if log:
         print_summary(summary, executor.world_size, out)
@@ -261,7 +267,7 @@ def _epoch(cfg, executor, epoch: int, st: LoopState, out, guard, on_phase, progr
     stats, evals, rows = st.stats, st.evals, st.rows
     on_phase(f"epoch {epoch} (train)")
     guard.bad = None
-    s = executor.train_epoch(epoch)
+    s = executor.train_epoch_counted(epoch)
     stats.append(s)
     bad = _check_finite(cfg, epoch, s.loss, guard, st.skipped)
     st.skipped = st.skipped + 1 if bad else 0
