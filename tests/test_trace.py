@@ -18,11 +18,21 @@ def test_four_worker_trace_and_breakdown(tmp_path, monkeypatch):
         "train": {"epochs": 4, "eval_every": 2, "warmup_epochs": 1},
         "log": {"dir": str(tmp_path / "runs"), "trace": True, "progress": False},
     }
-    results = run_workers(run_training_job, 4, cfg, timeout_s=300)
+    results = run_workers(run_training_job, 4, cfg, timeout_s=300, nodes=2)  # as 2 nodes x 2 workers
     summary = results[0].value
     assert len(summary["breakdown_per_worker_s"]) == 4
     assert summary["comm_bytes_per_epoch"] == summary["comm_bytes_per_epoch_analytic"]
+    # bytes by link: a way's 2 stages share a node, so stage boundaries stay inside it, halos and weights cross
+    assert summary["nodes"] == [0, 0, 1, 1]
+    link = summary["bytes_by_link"]
+    for kind, total in summary["comm_bytes_per_epoch"].items():
+        assert link[kind]["measured"] == link[kind]["analytic"], (kind, link)
+        assert link[kind]["measured"]["intra" if kind == "layer" else "inter"] == total > 0, (kind, link)
     (run_dir,) = list((tmp_path / "runs").iterdir())
+    printed = (run_dir / "rank0.log").read_text()
+    assert "Nodes: node0 ranks 0-1, node1 ranks 2-3" in printed
+    assert "Communication per epoch by link, cluster-wide (measured | analytic):" in printed
+    assert "  graph   inter-node " in printed and "  layer   intra-node " in printed
     assert sorted(p.name for p in run_dir.glob("rank*.log")) == [f"rank{r}.log" for r in range(4)]
     trace = json.loads((run_dir / "trace.json").read_text())
     events = trace["traceEvents"]
