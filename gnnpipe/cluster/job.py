@@ -4,8 +4,8 @@ Node k runs ``ip netns exec gnp-<name>-n<k> [taskset -c core] ./launch.sh CONFIG
 --node_rank=k --nproc_per_node=W/K --master_addr=<node 0> --master_port=<free port>`` with
 ``GLOO_SOCKET_IFNAME`` = the node's veth and one ``GNNPIPE_CACHE`` for all nodes, in a process group of its
 own. Node 0's output is this process's; the others' goes to log files, printed when a node fails. The exit
-code is that of the node that failed first, else 0. SIGINT/SIGTERM are forwarded to every node; what is
-still running after the grace period is killed.
+code is that of the node that failed first (one only stopped by another's failure, 17, counts last), else 0.
+SIGINT/SIGTERM are forwarded to every node; what is still running after the grace period is killed.
 """
 
 from __future__ import annotations
@@ -141,7 +141,9 @@ class Job:
                 print(f"cluster.sh: node {k} ({self.c.ns(k)}) exited with {code}; its output "
                       f"({self.logdir / f'node{k}.log'}, last 40 lines):", file=sys.stderr)  # fmt: skip
                 print("\n".join(f"  node{k}| {line}" for line in log[-40:]), file=sys.stderr, flush=True)
-        failed = [code for code in self.codes.values() if code != 0]
+        # the root cause: a node whose workers stopped because another node's failed exits 17 (DESIGN §4)
+        failed = sorted((code == 17, i) for i, code in enumerate(self.codes.values()) if code != 0)
+        failed = [list(self.codes.values())[i] for _, i in failed]
         if self.signal is not None:
             return 128 + self.signal
         if not failed and self.logdir.is_dir():

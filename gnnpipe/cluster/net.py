@@ -6,6 +6,9 @@ bridge ``gnpbr``. Every veth end is created inside its namespace: the host's own
 are never touched, and the addresses route nowhere but between these namespaces. Each link is shaped on
 both ends' egress (tbf at the rate; netem delay of half the latency per end where the kernel has netem),
 so a byte between two nodes crosses two tbf queues of the same rate and, with netem, sees the latency once.
+Names resolve inside the nodes: ``ip netns exec`` reads ``/etc/netns/<ns>/hosts`` (written here) for
+``/etc/hosts``, which names every node and gives the machine's hostname node k's own address (reverse
+lookups of the node addresses answer at once; torchrun's c10d rendezvous can host its store).
 State: ``$GNNPIPE_CLUSTER_STATE`` (default ``/run/gnnpipe-cluster``) ``/<name>.json``.
 """
 
@@ -16,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -28,6 +32,7 @@ PREFIX = "gnp-"
 SUBNET = "10.77.0"
 NODE_IF = "gnp0"
 BRIDGE = "gnpbr"
+NETNS_ETC = Path("/etc/netns")  # iproute2's per-namespace /etc overlay
 _NAME = re.compile(r"^[a-z0-9]{1,12}$")
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(bit|bps)$")
 _TIME = re.compile(r"^(\d+(?:\.\d+)?)\s*(us|ms|s)$")
@@ -181,6 +186,13 @@ def _create(c: Cluster, log) -> None:
         _ip("ip", "-n", ns, "link", "set", NODE_IF, "up")
         _shape(c, ns, NODE_IF, log)
         _shape(c, c.switch, peer, log)
+    for k in range(c.nodes):
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost", "::ffff:127.0.0.1\tlocalhost"]
+        for j in range(c.nodes):  # and as IPv4-mapped IPv6: how a dual-stack server (TCPStore) sees its clients
+            names = c.ns(j) + (f" {socket.gethostname()}" if j == k else "")
+            lines += [f"{c.addr(j)}\t{names}", f"::ffff:{c.addr(j)}\t{names}"]
+        (NETNS_ETC / c.ns(k)).mkdir(parents=True, exist_ok=True)
+        (NETNS_ETC / c.ns(k) / "hosts").write_text("\n".join(lines) + "\n")
 
 
 def _shape(c: Cluster, ns: str, dev: str, log) -> None:
@@ -234,6 +246,9 @@ def down(name: str | None) -> list[str]:
     kill_namespace_pids(there)
     for ns in there:
         _ip("ip", "netns", "del", ns, check=False)
+    head = PREFIX if name is None else f"{PREFIX}{name}-"
+    for d in NETNS_ETC.glob(f"{head}*") if NETNS_ETC.is_dir() else []:
+        shutil.rmtree(d, ignore_errors=True)
     states = state_dir().glob("*.json") if name is None else [state_dir() / f"{name}.json"]
     for path in states:
         path.unlink(missing_ok=True)
