@@ -81,13 +81,75 @@ if [ "$restarts" != 0 ]; then export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1; fi
 # torchrun, run in-process so that its ChildFailedError is not a traceback: the workers write their one line
 # to $GNNPIPE_STATUS_DIR (gnnpipe/parallel/liveness.py) and this prints the first failure's line and status.
 read -r -d '' wrapper <<'PY' || true
-import os, shutil, sys, tempfile
+import os, shutil, sys, tempfile, threading
 status_dir = tempfile.mkdtemp(prefix="gnnpipe-status-")
 os.environ["GNNPIPE_STATUS_DIR"] = status_dir
+# c10d's C++ log (a failed connect is a warning with ~35 C++ stack frames, repeated per retry) in this process
+# only: the level is read once when torch loads, and the workers get the environment as it was.
+quiet = "TORCH_CPP_LOG_LEVEL" not in os.environ and "LOGLEVEL" not in os.environ
+if quiet:
+    os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"
 import logging
+import torch
+from torch.distributed import DistError
 from torch.distributed.elastic.multiprocessing import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-from torch.distributed.run import main
+from torch.distributed.elastic.rendezvous import api as rdzv_api
+from torch.distributed.run import main, parse_args
+if quiet:
+    del os.environ["TORCH_CPP_LOG_LEVEL"]
+
+# Multi-node: a rendezvous that cannot connect or times out ends with one line naming the endpoint, within the
+# rendezvous timeout (a watchdog: torchrun's store client retries past it), and no C++ frames.
+rdzv, rendezvoused = None, threading.Event()
+try:
+    a = parse_args(sys.argv[1:])
+    if not a.standalone:
+        conf = dict(kv.split("=", 1) for kv in (a.rdzv_conf or "").split(",") if "=" in kv)
+        static = a.rdzv_backend == "static"
+        timeout = float(conf.get("timeout" if static else "join_timeout", 600))  # torchrun's defaults
+        rdzv = dict(endpoint=a.rdzv_endpoint or f"{a.master_addr}:{a.master_port}", node_rank=a.node_rank,
+                    nnodes=a.nnodes, backend=a.rdzv_backend, timeout=timeout,
+                    hint="--rdzv-conf=timeout=S" if static else "--rdzv-conf=join_timeout=S,read_timeout=S")
+except (SystemExit, Exception):  # torchrun itself says what is wrong with its arguments
+    rdzv = None
+
+
+def rdzv_line(why):
+    r = rdzv
+    host, _, port = r["endpoint"].rpartition(":")
+    same = (f"--master_addr={host} --master_port={port}" if r["backend"] == "static"
+            else f"--rdzv_backend={r['backend']} --rdzv_endpoint={r['endpoint']}")
+    return (f"launch.sh: rendezvous at {r['endpoint']} failed (node_rank {r['node_rank']} of {r['nnodes']} nodes, "
+            f"{r['backend']} rendezvous): {why}; check that every node runs the same job with {same}, that {host} "
+            f"resolves and port {port} is reachable from this node (firewall; GLOO_SOCKET_IFNAME names the interface), "
+            f"and that all {r['nnodes']} nodes start within the rendezvous timeout ({r['timeout']:g}s: {r['hint']})")
+
+
+if rdzv is not None:
+    create = rdzv_api.RendezvousHandlerRegistry.create_handler
+
+    def create_handler(self, params):  # marks the first rendezvous that completes
+        handler = create(self, params)
+        inner = handler.next_rendezvous
+
+        def next_rendezvous(*args, **kwargs):
+            info = inner(*args, **kwargs)
+            rendezvoused.set()
+            return info
+
+        handler.next_rendezvous = next_rendezvous
+        return handler
+
+    rdzv_api.RendezvousHandlerRegistry.create_handler = create_handler
+
+    def watchdog():  # no worker has started before the rendezvous: nothing to stop but this process
+        if not rendezvoused.wait(rdzv["timeout"] + 3):
+            print(rdzv_line(f"no rendezvous within {rdzv['timeout']:g}s"), file=sys.stderr, flush=True)
+            shutil.rmtree(status_dir, ignore_errors=True)
+            os._exit(1)
+
+    threading.Thread(target=watchdog, daemon=True).start()
 
 if "LOGLEVEL" not in os.environ:  # torchrun's own log of a worker's failure: the worker's line says it
     for name in list(logging.root.manager.loggerDict):
@@ -107,7 +169,15 @@ except SignalException as e:
 except KeyboardInterrupt:
     code = 130
 except Exception as e:  # rendezvous and launch errors of torchrun itself
-    print(f"launch.sh: torchrun: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
+    if rdzv is not None and not rendezvoused.is_set() and isinstance(e, (DistError, rdzv_api.RendezvousError)):
+        first = lambda x: " ".join(str(x).strip().splitlines()[0].split()).rstrip(".") if str(x).strip() else ""
+        why = first(e) or "not every node joined in time"
+        cause = e.__cause__ or e.__context__
+        if cause is not None and first(cause):
+            why += f" ({first(cause)})"
+        print(rdzv_line(f"{type(e).__name__}: {why}"), file=sys.stderr)
+    else:
+        print(f"launch.sh: torchrun: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
     code = 1
 finally:
     reports = []  # (attempt, not root, rank, code, line) of every worker that wrote one (rank<k>.a<attempt>)

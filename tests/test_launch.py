@@ -157,3 +157,43 @@ def test_launch_refuses_a_node_count_that_does_not_fit(tmp_path, extra, fragment
     env = {**os.environ, "GNNPIPE_PYTHON": str(_fake_python(tmp_path, 4))}
     proc = subprocess.run(["./launch.sh", str(CFG), "--", *extra], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and fragment in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------- multi-node rendezvous
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_rendezvous_that_never_completes_ends_with_one_line_within_the_timeout(tmp_path):
+    """Node 0 of a 2-node job alone (its node 1 never comes), and a node 1 whose node 0 is not there (nothing
+    listens at the endpoint): each ends within the rendezvous timeout (plus launch.sh's start), with one line
+    naming the endpoint and what to check, and no C++ frames."""
+    timeout = 5
+    env = {**os.environ, "GNNPIPE_PYTHON": sys.executable, "GNNPIPE_CACHE": str(tmp_path / "cache")}
+    procs = {}
+    t0 = time.monotonic()
+    for node in (0, 1):
+        port = _free_port()
+        torchrun = ["--nnodes=2", f"--node_rank={node}", "--master_addr=127.0.0.1", f"--master_port={port}",
+                    f"--rdzv-conf=timeout={timeout}"]  # fmt: skip
+        cmd = ["./launch.sh", str(CFG), *TINY, f"log.dir={tmp_path / 'runs'}", "--", *torchrun]
+        procs[node] = (port, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                              text=True))  # fmt: skip
+    for node, (port, proc) in procs.items():
+        out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - t0
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert proc.returncode == 1 and len(lines) == 1, err[-3000:]
+        assert lines[0].startswith(f"launch.sh: rendezvous at 127.0.0.1:{port} failed (node_rank {node} of 2 nodes"), (
+            err
+        )
+        assert f"--master_addr=127.0.0.1 --master_port={port}" in lines[0] and f"timeout ({timeout}s" in lines[0]
+        assert "frame #" not in out + err and "Traceback" not in err
+        # launch.sh's own start (world-size, importing torch) is ~5-15 s on a loaded 2-core machine
+        assert took < timeout + 25, f"node {node} ended {took:.1f}s after the start (rendezvous timeout {timeout}s)"
+        print(f"node_rank {node} alone: one line after {took:.1f}s")
+    assert _no_worker_left(tmp_path)
