@@ -64,14 +64,8 @@ def _config_for(args: argparse.Namespace):
     from gnnpipe.config import load_config
 
     overrides = list(args.overrides)
-    for flag, key in (
-        ("dataset", "dataset.name"),
-        ("chunks", "parallel.chunks"),
-        ("ways", "parallel.ways"),
-        ("stages", "parallel.stages"),
-        ("layers", "model.layers"),
-        ("hidden", "model.hidden"),
-    ):
+    flags = ("dataset.name", "parallel.chunks", "parallel.ways", "parallel.stages", "model.layers", "model.hidden")
+    for flag, key in ((k.split(".")[1].replace("name", "dataset"), k) for k in flags):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -113,7 +107,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     cfg = _config_for(args)
     graph = load_graph(cfg.dataset)
     workers = args.workers or max(cfg.parallel.world_size, 2)
-    rows = profile(cfg, graph, workers=workers, measure_epochs=args.measure)
+    rows = profile(cfg, graph, workers=workers, measure_epochs=args.measure, nodes=args.nodes)
     print(profile_table(rows))
     if args.json:
         write_json(rows, args.json, workers)
@@ -140,6 +134,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         json_path=args.json,
         config_path=args.write,
         recalibrate=args.recalibrate,
+        nodes=args.nodes,
     )
 
 
@@ -262,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run EPOCHS epochs of each strategy on local gloo workers and count the bytes",
     )
     p.add_argument("--json", help="write the table as JSON here")
+    p.add_argument("--nodes", type=_count(1), default=1, help="split the bytes by link for workers on this many nodes")
     p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("plan", help="predict epoch time, memory and bytes of ways x stages x chunks; rank; choose")
@@ -269,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.error = _one_line_error
     p.add_argument("--workers", type=_count(1), required=True, help="how many workers to plan for")
     p.add_argument("--memory", help="memory budget per worker, e.g. 24GB or 16GiB (default: none)")
-    p.add_argument("--link", help="the link instead of a probe: BANDWIDTH,LATENCY, e.g. 25GB/s,5us")
+    p.add_argument("--nodes", type=_count(1), default=1, help="nodes the workers are spread over (default 1)")
+    p.add_argument("--link", help="RATE[,LATENCY[,BURST]], e.g. 25GB/s,5us or 200mbit: between nodes with --nodes")
     p.add_argument("--json", help="write every candidate and the chosen one (best) as JSON here")
     p.add_argument("--write", metavar="CONFIG", help="write the chosen config here (runs with ./launch.sh CONFIG)")
     p.add_argument(

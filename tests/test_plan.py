@@ -11,7 +11,7 @@ import json
 import pytest
 
 from gnnpipe.cli import main
-from gnnpipe.config import ConfigError, config_from_dict, load_config
+from gnnpipe.config import ConfigError, config_from_dict, config_to_dict, load_config
 from gnnpipe.data import load_graph
 from gnnpipe.parallel.dims import ParallelDims
 from gnnpipe.plan.costs import (
@@ -409,3 +409,127 @@ def test_sharing_probe_runs_on_two_workers():
     assert s.workers == 2 and s.compute_factor >= 1.0 and s.wake_s >= 0.0
     assert 0 < s.one_way_s < 0.1 and 0 < s.exchange_s < 0.1
     assert s.msg_cpu.a >= 0 and s.msg_cpu.per_row >= 0 and s.allreduce.a > 0
+
+
+# ---------------------------------------------------------------------------------------------- several nodes
+def test_messages_between_nodes_share_the_nodes_link_as_a_token_bucket():
+    """Ranks 0 and 1 (node 0) send 1000 B each to ranks 2 and 3 (node 1) at once: the one link at 1000 B/s
+    serves them one after the other; a burst of 1000 B lets the first through at once; rank 0 to rank 1 stays
+    on the node (the local link only)."""
+    from gnnpipe.plan.simulate import Wire
+
+    def tasks(intra: bool) -> list[list[Task]]:
+        if intra:
+            return [[Task("send", peers=(1,), nbytes=(1000,))], [Task("recv", peers=(0,))], [], []]
+        sends = [[Task("send", peers=(2 + r,), nbytes=(1000,))] for r in range(2)]
+        return sends + [[Task("recv", peers=(0,))], [Task("recv", peers=(1,))]]
+
+    for burst, want in ((0.0, [1.0, 2.0]), (1000.0, [0.0, 1.0])):
+        wire = Wire((0, 0, 1, 1), latency_s=0.5, bandwidth=1000.0, burst=burst)
+        res = simulate(tasks(False), Machine(INF, 0.0, 1e30, wire=wire))
+        assert [res.workers[2].end, res.workers[3].end] == pytest.approx([w + 0.5 for w in want]), burst
+    res = simulate(tasks(True), Machine(INF, 0.0, 1e30, wire=Wire((0, 0, 1, 1), 0.5, 1000.0)))
+    assert res.workers[1].end == pytest.approx(0.0)
+
+
+def _predict(cfg, graph, w, s, c, placement="stages", *, nodes=2, link="1GB/s,0us", cal=None):
+    counts = tuple(ParallelDims.from_config(_cfg(ways=w, stages=s, chunks=c)).layer_counts)
+    cand = Candidate(w, s, c, counts, "equal", placement)
+    return predict(cfg, graph, cand, cal or fake_calibration(cfg, w * s), orders=1, nodes=nodes, inter=parse_link(link))
+
+
+def test_inter_node_bytes_by_placement_follow_the_formulas(cache):
+    """2 nodes x 2 workers, GCNII (h0 travels with h), hidden 8, float32. Hybrid 2x2: placement stages keeps
+    stage boundaries in a node (halos and the all-reduce cross), placement ways the reverse; a 4-stage pipeline
+    crosses at 1 of 3 boundaries: 2 N (8 + 8) 4 bytes."""
+    cfg = _cfg()
+    graph = load_graph(cfg.dataset)
+    n = graph.num_nodes
+    by_stages, by_ways = _predict(cfg, graph, 2, 2, 8, "stages"), _predict(cfg, graph, 2, 2, 8, "ways")
+    assert by_stages.bytes == by_ways.bytes and by_stages.bytes["graph"] > 0 and by_stages.bytes["weight"] > 0
+    for kind, total in by_stages.bytes.items():
+        assert by_stages.bytes_by_link[kind] == ({"intra": total, "inter": 0} if kind == "layer" else
+                                                 {"intra": 0, "inter": total}), kind  # fmt: skip
+        assert by_ways.bytes_by_link[kind] == ({"intra": 0, "inter": total} if kind == "layer" else
+                                               {"intra": total, "inter": 0}), kind  # fmt: skip
+    assert by_ways.inter_node_bytes == 2 * n * (8 + 8) * 4 == by_ways.bytes["layer"]
+    pipe = _predict(cfg, graph, 1, 4, 8)
+    assert pipe.bytes_by_link["layer"] == {"intra": 2 * 2 * n * 16 * 4, "inter": 2 * n * 16 * 4}
+    assert pipe.to_dict()["inter_node_bytes"] == 2 * n * 16 * 4 and pipe.to_dict()["placement"] == "stages"
+    one = _predict(cfg, graph, 1, 4, 8, nodes=1)
+    assert one.inter_node_bytes == 0 and one.to_dict()["nodes"] == 1
+    # the inter-node link is what costs: on a slow one the placement that crosses more is slower
+    slow = [_predict(cfg, graph, 2, 2, 8, pl, link="2MB/s,100us") for pl in ("stages", "ways")]
+    more = max(slow, key=lambda p: p.inter_node_bytes)
+    assert more.epoch_time_s > min(slow, key=lambda p: p.inter_node_bytes).epoch_time_s
+
+
+def test_slow_inter_node_link_makes_the_planner_prefer_the_pipeline(cache):
+    """SBM (no good cut: METIS leaves most edges of 4 ways cut), 4 workers on 2 nodes: on a fast link graph
+    parallelism beats every pipeline (no bubble); on a slow one the pipeline beats it by 2x, as it sends far
+    fewer bytes across. Hybrids come in both placements."""
+    from gnnpipe.plan.planner import plan
+
+    d = config_to_dict(_cfg(partition="metis"))
+    d["model"]["layers"] = 16  # deep: graph parallelism's halo bytes grow with the layers, the pipeline's do not
+    d["dataset"]["avg_degree"] = 12.0
+    cfg = config_from_dict(d)
+    graph = load_graph(cfg.dataset)
+    cal = fake_calibration(cfg, 4)
+    fast = plan(cfg, graph, 4, cal, nodes=2, inter=parse_link("100GB/s,1us"))
+    slow = plan(cfg, graph, 4, cal, nodes=2, inter=parse_link("2mbit,1ms"))
+    assert {(p.strategy, p.candidate.placement) for p in fast} >= {("hybrid", "stages"), ("hybrid", "ways")}
+
+    def first(preds, strategy):
+        return next(p for p in preds if p.strategy == strategy)  # preds are ranked: the best of its kind
+
+    assert first(fast, "graph").epoch_time_s < first(fast, "pipeline").epoch_time_s, [
+        (p.strategy, p.epoch_time_s) for p in fast
+    ]
+    assert first(slow, "pipeline").epoch_time_s < 0.5 * first(slow, "graph").epoch_time_s, [
+        (p.strategy, p.candidate.placement, p.epoch_time_s) for p in slow
+    ]
+    assert first(slow, "graph").inter_node_bytes > 2 * first(slow, "pipeline").inter_node_bytes > 0
+    # first: a hybrid whose ways share a node (halos inside, one boundary across) or the pipeline
+    assert (slow[0].strategy, slow[0].candidate.placement) in {("hybrid", "ways"), ("pipeline", "stages")}
+    one = plan(cfg, graph, 4, cal)  # one node: placements are not candidates
+    assert {p.candidate.placement for p in one} == {"stages"} and all(p.inter_node_bytes == 0 for p in one)
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--workers", "2", "--nodes", "0"], "--nodes"),
+        (["--workers", "2", "--nodes", "3"], "--nodes"),
+        (["--workers", "4", "--nodes", "2", "--link", "200xbit"], "--link"),
+        (["--workers", "4", "--nodes", "2", "--link", "0mbit,1us"], "--link"),
+    ],
+)
+def test_bad_nodes_and_link_are_one_line_exit_2(config_file, capsys, extra, needle):
+    try:
+        rc = main(["plan", "--config", str(config_file), *extra])
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_link_rates_in_bits_and_an_optional_latency_and_burst():
+    assert parse_link("200mbit").bandwidth == 25e6 and parse_link("200mbit").latency_s == 0
+    link = parse_link("1gbit,50us,256KiB")
+    assert (link.bandwidth, link.latency_s, link.burst) == (125e6, pytest.approx(50e-6), 256 * 1024)
+    assert parse_link("10Gbit/s, 2ms").bandwidth == 1.25e9 and parse_link("25MB/s,50us").bandwidth == 25e6
+
+
+def test_predict_run_for_the_bench(config_file, cache):
+    """The planner's prediction of one configuration on a described cluster, from Python (bench_network)."""
+    from gnnpipe.plan.planner import predict_run
+
+    out = predict_run(config_file, ["parallel.stages=2", "parallel.chunks=4"], nodes=2, link="200mbit,100us")
+    n = load_graph(_cfg().dataset).num_nodes
+    assert (out["ways"], out["stages"], out["chunks"], out["nodes"], out["placement"]) == (1, 2, 4, 2, "stages")
+    assert out["inter_node_bytes"] == out["bytes"]["layer"] == 2 * n * 16 * 4 and out["epoch_time_s"] > 0
+    fast = predict_run(config_file, ["parallel.stages=2", "parallel.chunks=4"], nodes=2, link="100gbit")
+    assert fast["epoch_time_s"] < out["epoch_time_s"]
+    with pytest.raises(ConfigError, match="--nodes 3"):
+        predict_run(config_file, ["parallel.stages=2", "parallel.chunks=4"], nodes=3)

@@ -35,22 +35,40 @@ class Link:
     latency_s: float
     bandwidth: float  # bytes per second
     source: str = "given"
+    burst: float = 0.0  # bytes a shaped link (tc tbf) passes at once after an idle spell (--link's third part)
 
     def describe(self) -> str:
-        return f"{self.bandwidth / 1e9:.3g} GB/s, {self.latency_s * 1e6:.3g} us ({self.source})"
+        burst = f", burst {self.burst / 1e3:.3g} kB" if self.burst else ""
+        return f"{self.bandwidth / 1e9:.3g} GB/s, {self.latency_s * 1e6:.3g} us{burst} ({self.source})"
+
+
+_RATE = r"([0-9.eE+-]+)\s*(?:([kKmMgGtT]i?)B/s|([kKmMgGtT]?)bit(?:/s)?)"
 
 
 def parse_link(text: str) -> Link:
-    """``"25GB/s,5us"`` (bandwidth in B/s with k/M/G/T or Ki/Mi/Gi prefixes; latency in s, ms, us or ns)."""
-    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([kKmMgGtT]i?)?B/s\s*,\s*([0-9.eE+-]+)\s*(s|ms|us|µs|ns)\s*", text)
+    """``RATE[,LATENCY[,BURST]]``: ``"25GB/s,5us"`` (bytes per second with k/M/G/T or Ki/Mi/Gi prefixes), or in
+    bits as tc writes them (``200mbit``, ``1gbit``, ``10Gbit/s``: decimal); latency in s, ms, us or ns (default
+    0); burst in bytes (``256kB``, ``256KiB``; default 0: the rate alone)."""
+    m = re.fullmatch(
+        rf"\s*{_RATE}\s*(?:,\s*([0-9.eE+-]+)\s*(s|ms|us|µs|ns)\s*(?:,\s*([0-9.eE+-]+)\s*([kKmMgG]i?)?B\s*)?)?",
+        text,
+    )
     try:
-        bw = float(m.group(1)) * _UNITS[(m.group(2) or "").lower()] if m else -1.0
-        lat = float(m.group(3)) * _TIME[m.group(4)] if m else -1.0
+        if m is None:
+            raise ValueError(text)
+        if m.group(2) is not None:
+            bw = float(m.group(1)) * _UNITS[m.group(2).lower()]
+        else:
+            bw = float(m.group(1)) * _UNITS[(m.group(3) or "").lower()] / 8
+        lat = float(m.group(4)) * _TIME[m.group(5)] if m.group(4) else 0.0
+        burst = float(m.group(6)) * _UNITS[(m.group(7) or "").lower()] if m.group(6) else 0.0
     except ValueError:
-        bw = lat = -1.0
-    if not (bw > 0 and lat >= 0 and np.isfinite(bw) and np.isfinite(lat)):
-        raise ConfigError(f"--link {text!r}: expected BANDWIDTH,LATENCY such as 25GB/s,5us (bandwidth > 0)")
-    return Link(latency_s=lat, bandwidth=bw, source="given")
+        bw = lat = burst = -1.0
+    if not (bw > 0 and lat >= 0 and burst >= 0 and all(np.isfinite(x) for x in (bw, lat, burst))):
+        raise ConfigError(
+            f"--link {text!r}: expected RATE[,LATENCY[,BURST]] such as 25GB/s,5us or 200mbit,100us,256KiB (rate > 0)"
+        )
+    return Link(latency_s=lat, bandwidth=bw, source="given", burst=burst)
 
 
 @dataclass(frozen=True)

@@ -92,10 +92,11 @@ def _row(i: int, p: Prediction, best: bool) -> str:
     mem = format_bytes(max(p.peak_memory_bytes))
     vol = format_bytes(sum(p.bytes.values()))
     flag = " *" if best else ("  (over memory)" if not p.fits_memory else "")
+    inter = f" {format_bytes(p.inter_node_bytes):>12}" if p.nodes > 1 else ""
     return (
-        f"{i:>3} {p.strategy:<8} {c.ways:>2}x{c.stages:<2} C={c.chunks:<4} {split:<14} {c.split:<5} "
+        f"{i:>3} {p.strategy:<8} {c.ways:>2}x{c.stages:<2} C={c.chunks:<4} {split:<14} {c.split:<5} {c.placement:<9}"
         f"{p.epoch_time_s:>9.4f} {p.compute_s:>9.4f} {p.comm_s:>9.4f} {p.overhead_s:>9.4f} {p.bubble_s:>9.4f} "
-        f"{mem:>12} {vol:>12}{flag}"
+        f"{mem:>12} {vol:>12}{inter}{flag}"
     )
 
 
@@ -103,8 +104,9 @@ def format_table(preds: list[Prediction], *, title: str, inputs: list[str]) -> s
     """The ranked candidates (``preds`` in rank order; the first that fits the budget is marked ``*``)."""
     best = next((p for p in preds if p.fits_memory), None)
     head = (
-        f"{'#':>3} {'strategy':<8} {'WxS':<5} {'chunks':<6} {'layers/stage':<14} {'split':<5} "
+        f"{'#':>3} {'strategy':<8} {'WxS':<5} {'chunks':<6} {'layers/stage':<14} {'split':<5} {'placement':<9}"
         f"{'epoch s':>9} {'compute':>9} {'comm':>9} {'msg cpu':>9} {'bubble':>9} {'peak mem':>12} {'bytes/ep':>12}"
+        + (f" {'inter-node':>12}" if preds and preds[0].nodes > 1 else "")
     )
     lines = [title, *(f"  {s}" for s in inputs), head]
     lines += [_row(i, p, p is best) for i, p in enumerate(preds, 1)]
@@ -114,15 +116,16 @@ def format_table(preds: list[Prediction], *, title: str, inputs: list[str]) -> s
         c = best.candidate
         lines.append(
             f"first choice: {best.strategy} ways={c.ways} stages={c.stages} chunks={c.chunks} "
-            f"stage_split={list(c.stage_split)}: {best.epoch_time_s:.4f} s/epoch predicted "
+            f"stage_split={list(c.stage_split)} placement={c.placement}: {best.epoch_time_s:.4f} s/epoch predicted "
             "(compute, comm, bubble: means over workers)"
         )
     return "\n".join(lines)
 
 
 def plan_json(preds: list[Prediction], *, meta: dict) -> dict:
-    """Per candidate ``ways, stages, chunks, stage_split, epoch_time_s, peak_memory_bytes, bytes`` (+ breakdown);
-    the first that fits the budget under ``best`` (null if none)."""
+    """Per candidate ``ways, stages, chunks, stage_split, epoch_time_s, peak_memory_bytes, bytes`` (+ breakdown,
+    ``placement``, ``nodes``, ``inter_node_bytes`` and ``bytes_by_link``, per epoch, analytic); the first that
+    fits the budget under ``best`` (null if none)."""
     best = next((p for p in preds if p.fits_memory), None)
     return {"meta": meta, "candidates": [p.to_dict() for p in preds], "best": best.to_dict() if best else None}
 

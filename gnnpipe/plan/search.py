@@ -6,6 +6,9 @@ pipeline can fill); each with the equal layer split and, when it differs, the mi
 calibrated per-layer costs. A prediction is the mean simulated epoch over ``orders`` chunk orders (the orders
 the run will draw, from ``train.seed``), its mean per-worker compute / communication / message CPU / bubble,
 the peak memory per worker and the bytes per epoch by kind; candidates over the memory budget are kept but marked.
+On ``K > 1`` nodes each hybrid comes with both placements (``parallel.placement``: ``stages``, ``ways``; for
+pure graph or pipeline parallelism they are the same layout), simulated with the inter-node link, and its
+bytes split by link (``partition/links.py``).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from gnnpipe.config import ExperimentConfig
 from gnnpipe.data.graph import Graph
 from gnnpipe.models.deep import build_model
 from gnnpipe.parallel.dims import ParallelDims
+from gnnpipe.parallel.nodes import block_nodes
 from gnnpipe.parallel.schedule import position_order
+from gnnpipe.partition.links import analytic_by_link
 from gnnpipe.partition.stages import split_layers, stage_bounds
-from gnnpipe.plan.costs import Calibration, layer_costs
+from gnnpipe.plan.costs import Calibration, Link, layer_costs
 from gnnpipe.plan.memory_model import predict_memory, stage_saved_per_row
-from gnnpipe.plan.simulate import Machine, simulate
+from gnnpipe.plan.simulate import Machine, Wire, simulate
 from gnnpipe.plan.workload import all_tasks, geometry
 
 __all__ = ["Candidate", "Prediction", "candidates", "predict", "rank", "strategy_name", "machine_of", "cost_vector"]
@@ -37,12 +42,14 @@ class Candidate:
     chunks: int
     stage_split: tuple[int, ...]
     split: str  # equal | cost
+    placement: str = "stages"  # parallel.placement
 
     def config(self, cfg: ExperimentConfig) -> ExperimentConfig:
-        """``cfg`` with these degrees and the layer split as an explicit list."""
+        """``cfg`` with these degrees, placement and the layer split as an explicit list."""
         par = dataclasses.replace(
-            cfg.parallel, ways=self.ways, stages=self.stages, chunks=self.chunks, stage_split=list(self.stage_split)
-        )
+            cfg.parallel, ways=self.ways, stages=self.stages, chunks=self.chunks, stage_split=list(self.stage_split),
+            placement=self.placement,
+        )  # fmt: skip
         return dataclasses.replace(cfg, parallel=par)
 
 
@@ -58,6 +65,12 @@ class Prediction:
     peak_memory_bytes: tuple[int, ...]  # per worker, rank order
     bytes: dict[str, int]  # per epoch, cluster-wide, by kind
     fits_memory: bool
+    nodes: int = 1
+    bytes_by_link: dict[str, dict[str, int]] | None = None  # per kind: intra/inter-node (analytic)
+
+    @property
+    def inter_node_bytes(self) -> int:
+        return sum(d["inter"] for d in (self.bytes_by_link or {}).values())
 
     def to_dict(self) -> dict:
         c = self.candidate
@@ -67,7 +80,8 @@ class Prediction:
             "compute_s": self.compute_s, "comm_s": self.comm_s, "overhead_s": self.overhead_s,
             "bubble_s": self.bubble_s,
             "peak_memory_bytes": list(self.peak_memory_bytes), "bytes": dict(self.bytes),
-            "fits_memory": self.fits_memory,
+            "fits_memory": self.fits_memory, "placement": c.placement, "nodes": self.nodes,
+            "inter_node_bytes": self.inter_node_bytes, "bytes_by_link": self.bytes_by_link,
         }  # fmt: skip
 
 
@@ -78,9 +92,16 @@ def strategy_name(ways: int, stages: int) -> str:
 
 
 def candidates(
-    cfg: ExperimentConfig, workers: int, *, num_nodes: int, cost: list[float] | None, chunk_factors=(1, 2, 4)
+    cfg: ExperimentConfig,
+    workers: int,
+    *,
+    num_nodes: int,
+    cost: list[float] | None,
+    chunk_factors=(1, 2, 4),
+    placements=("stages",),
 ) -> list[Candidate]:
-    """Every (W, S, C, split) for ``workers`` workers; ``cost``: per-layer costs for the min-max split."""
+    """Every (W, S, C, split, placement) for ``workers`` workers; ``cost``: per-layer costs for the min-max split;
+    ``placements``: those to try for hybrids (``num_nodes``: the graph's vertices, which bound the chunks)."""
     L = cfg.model.layers
     out: list[Candidate] = []
     for ways in (w for w in range(1, workers + 1) if workers % w == 0):
@@ -96,7 +117,8 @@ def candidates(
         for chunks in chunk_counts:
             if chunks > num_nodes:
                 continue
-            out += [Candidate(ways, stages, chunks, split, kind) for kind, split in splits]
+            places = placements if ways > 1 and stages > 1 else ("stages",)
+            out += [Candidate(ways, stages, chunks, split, kind, pl) for kind, split in splits for pl in places]
     return out
 
 
@@ -132,20 +154,28 @@ def predict(
     memory_budget: int | None = None,
     orders: int = 3,
     first_epoch: int = 5,
+    nodes: int = 1,
+    inter: Link | None = None,
 ) -> Prediction:
-    """Simulate ``cand`` on ``graph`` with the calibration ``cal`` (its plan comes from the plan cache)."""
+    """Simulate ``cand`` on ``graph`` with the calibration ``cal`` (its plan comes from the plan cache); on
+    ``nodes`` nodes (consecutive ranks each) whose links are ``inter`` (the calibration's link inside a node)."""
     from gnnpipe.train.run import plan_for
 
     ccfg = cand.config(cfg)
     plan = plan_for(ccfg, graph)
     geo = geometry(plan)
-    dims = ParallelDims(cand.ways, cand.stages, cand.chunks, cand.stage_split)
+    dims = ParallelDims(cand.ways, cand.stages, cand.chunks, cand.stage_split, cand.placement)
     model = build_model(cfg.model, graph.num_features, graph.num_classes, seed=cfg.train.seed)
     mdims = model.dims()
     itemsize = torch.empty((), dtype=getattr(torch, cfg.train.dtype)).element_size()
     params = [sum(q.numel() for q in model.stage_parameters(lo, hi)) for lo, hi in stage_bounds(cand.stage_split)]
-    machine = machine_of(cal, dims.world_size)
-    kw = dict(dims=dims, geo=geo, cal=cal, model=mdims, stage_params=params, itemsize=itemsize)
+    node_of = block_nodes(dims.world_size, nodes)
+    wire = None
+    if nodes > 1:
+        inter = inter or cal.link
+        wire = Wire(tuple(node_of), inter.latency_s, inter.bandwidth, inter.burst)
+    machine = dataclasses.replace(machine_of(cal, dims.world_size), wire=wire)
+    kw = dict(dims=dims, geo=geo, cal=cal, model=mdims, stage_params=params, itemsize=itemsize, wire=wire)
     runs = []
     p = cfg.parallel
     for epoch in range(first_epoch, first_epoch + orders):
@@ -183,6 +213,19 @@ def predict(
         peak_memory_bytes=tuple(mem),
         bytes={"layer": layer, "graph": graph_b, "weight": weight},
         fits_memory=memory_budget is None or max(mem) <= memory_budget,
+        nodes=nodes,
+        bytes_by_link=analytic_by_link(
+            plan,
+            dims,
+            node_of,
+            agg_widths=mdims.agg_widths,
+            agg_grad=mdims.agg_grad,
+            boundary_widths=mdims.boundary_widths,
+            h0_width=mdims.h0_width,
+            stage_weight_numels=params,
+            bytes_per_elem=itemsize,
+            compress=getattr(p, "compress", "none"),
+        ),  # fmt: skip
     )
 
 

@@ -13,14 +13,17 @@ runnable processes on the machine (``background``, sampled during calibration), 
 ``min(1, capacity / (active + background))`` over the calibration's ``min(1, capacity / (1 + background))``.
 A worker that blocked on communication (its message, or its send's retirement, was not there when it asked)
 and is released while the computing workers and the background fill every core runs again ``wake_s`` later:
-it waits for a time slice (``plan/sharing.py`` measures it).
+it waits for a time slice (``plan/sharing.py`` measures it). On several nodes (``Machine.wire``) a message
+between ranks of different nodes also crosses the link between the two nodes: one serial resource per
+direction of each node pair, shared by every message crossing that way at the same time, a token bucket of
+``bandwidth`` with ``burst`` bytes (as tc's tbf shapes a link), then ``latency_s``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Task", "Machine", "WorkerTimes", "SimResult", "simulate", "BREAKDOWN"]
+__all__ = ["Task", "Machine", "Wire", "WorkerTimes", "SimResult", "simulate", "BREAKDOWN"]
 
 BREAKDOWN = ("compute", "comm", "overhead", "bubble")
 _EPS = 1e-12
@@ -46,6 +49,20 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Wire:
+    """The links between nodes: ``node_of[rank]``; each direction of each node pair is a token bucket of
+    ``bandwidth`` bytes/s holding up to ``burst`` bytes (full at the start), plus ``latency_s`` per message."""
+
+    node_of: tuple[int, ...]
+    latency_s: float
+    bandwidth: float
+    burst: float = 0.0
+
+    def crosses(self, a: int, b: int) -> bool:
+        return self.node_of[a] != self.node_of[b]
+
+
+@dataclass(frozen=True)
 class Machine:
     capacity: float  # workers computing at full speed at once (cores / threads on a CPU; inf with a device each)
     latency_s: float  # per message
@@ -53,6 +70,7 @@ class Machine:
     background: float = 0.0  # other runnable processes (in worker units) when the calibration was measured
     wake_s: float = 0.0  # a blocked worker's wait for a core when its message arrives and every core is busy
     exchange_latency_s: float | None = None  # per message of a halo exchange (None: ``latency_s``)
+    wire: Wire | None = None  # several nodes: the links between them
 
     def rate(self, active: int) -> float:
         """Speed of each of ``active`` computing workers relative to the one calibration worker: the cores are
@@ -110,6 +128,7 @@ class _Sim:
         self.inbox: dict[tuple[int, int], list[float]] = {}  # (src, dst) -> arrival time of each message
         self.taken: dict[tuple[int, int], int] = {}
         self.link_free: dict[tuple[int, int], float] = {}
+        self.bucket: dict[tuple[int, int], tuple[float, float]] = {}  # node pair -> (free from, tokens then)
         self.coll_seq: dict[tuple[int, tuple[int, ...]], int] = {}
         self.coll: dict[tuple[tuple[int, ...], int], dict[int, float]] = {}
         self.out = [WorkerTimes() for _ in range(n)]
@@ -117,7 +136,17 @@ class _Sim:
 
     def post(self, src: int, dst: int, nbytes: int, t: float, label: str, exchange: bool = False) -> float:
         key = (src, dst)
-        arrival = max(t, self.link_free.get(key, 0.0)) + self.m.transfer_s(nbytes, exchange)
+        t0 = max(t, self.link_free.get(key, 0.0))
+        arrival = t0 + self.m.transfer_s(nbytes, exchange)
+        wire = self.m.wire
+        if wire is not None and wire.crosses(src, dst):  # the nodes' shared link: wait for it, then for tokens
+            pair = (wire.node_of[src], wire.node_of[dst])
+            free, tokens = self.bucket.get(pair, (0.0, wire.burst))
+            start = max(t0, free)
+            tokens = min(wire.burst, tokens + (start - free) * wire.bandwidth)
+            done = start + max(nbytes - tokens, 0.0) / wire.bandwidth
+            self.bucket[pair] = (done, max(tokens - nbytes, 0.0))
+            arrival = max(arrival, done + wire.latency_s)
         self.link_free[key] = arrival
         self.inbox.setdefault(key, []).append(arrival)
         self.messages.append((src, dst, nbytes, label))

@@ -23,7 +23,7 @@ from gnnpipe.parallel.dims import ParallelDims
 from gnnpipe.parallel.schedule import Op, worker_schedule
 from gnnpipe.partition.plan import ChunkPlan
 from gnnpipe.plan.costs import Calibration
-from gnnpipe.plan.simulate import Task
+from gnnpipe.plan.simulate import Task, Wire
 
 __all__ = ["Geometry", "geometry", "worker_tasks", "all_tasks"]
 
@@ -101,10 +101,15 @@ def worker_tasks(
     itemsize: int,
     recompute: bool = False,
     compress: str = "none",
+    wire: Wire | None = None,
 ) -> list[Task]:
     """The tasks of worker ``rank`` in one training epoch with chunk ``order`` (local indices). With a measured
     :class:`~gnnpipe.plan.costs.Sharing` for this many workers, compute takes its ``compute_factor`` and every
-    message end adds its CPU (``overhead`` tasks: the sends' before they are posted, the receives' after)."""
+    message end adds its CPU (``overhead`` tasks: the sends' before they are posted, the receives' after). On
+    several nodes (``wire``) the simulator sends crossing messages over the nodes' link; a collective whose ring
+    crosses it adds, per ring step, the link's latency and its share of the bytes at the link's rate, with every
+    stage's ring that crosses at the same time (the epoch end) sharing it; the loss all-reduce adds the link's
+    latency per tree level over the nodes."""
     way, stage = dims.coords(rank)
     lo, hi = dims.layer_range(stage)
     P = dims.chunks_per_way
@@ -157,10 +162,16 @@ def worker_tasks(
                 sec = sharing.allreduce.seconds(8, 0)
             else:
                 sec = 2 * math.ceil(math.log2(max(len(world), 1))) * cal.link.latency_s if len(world) > 1 else 0.0
+            if wire is not None:
+                sec += 2 * math.ceil(math.log2(len(set(wire.node_of)))) * wire.latency_s
             out.append(Task("collective", sec, peers=world, bubble=True, label="control"))
         elif op == Op.ALLREDUCE:
             ranks = tuple(dims.stage_ranks(stage))
             sec = _collective_s(cal, len(ranks), stage_params[stage] * itemsize, dims.world_size)
+            if wire is not None and _ring_crosses(wire, ranks):
+                sharing_rings = sum(_ring_crosses(wire, dims.stage_ranks(s)) for s in range(dims.stages))
+                share = stage_params[stage] * itemsize / len(ranks)
+                sec += 2 * (len(ranks) - 1) * (wire.latency_s + sharing_rings * share / wire.bandwidth)
             out.append(Task("collective", sec, peers=ranks, label="weight"))
         elif op == Op.STEP:
             sec = cal.step_per_elem_s * stage_params[stage] * factor + cal.epoch_overhead_s
@@ -168,6 +179,11 @@ def worker_tasks(
         else:
             raise ValueError(f"no cost for action {act}")
     return out
+
+
+def _ring_crosses(wire: Wire, ranks) -> bool:
+    ranks = list(ranks)
+    return len(ranks) > 1 and any(wire.crosses(a, b) for a, b in zip(ranks, ranks[1:] + ranks[:1], strict=True))
 
 
 def all_tasks(order: list[int], **kw) -> list[list[Task]]:

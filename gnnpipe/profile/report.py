@@ -1,16 +1,18 @@
 """``gnnpipe profile``: per-epoch communication by strategy and kind, analytic and measured side by side.
 
 Volumes are those of the configured ``parallel.compress`` (``parallel.compress=int8`` as an override shows
-the compressed traffic; DESIGN §4)."""
+the compressed traffic; DESIGN §4). With ``--nodes K`` each strategy's analytic bytes are also split into
+intra- and inter-node for the configured ``parallel.placement`` (consecutive ranks on a node)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from gnnpipe.config import ExperimentConfig
+from gnnpipe.config import ConfigError, ExperimentConfig
 from gnnpipe.data.graph import Graph
-from gnnpipe.profile.volumes import Strategy, strategies_for, volume_of, with_degrees
+from gnnpipe.parallel.nodes import block_nodes
+from gnnpipe.profile.volumes import Strategy, strategies_for, volume_by_link, volume_of, with_degrees
 from gnnpipe.units import format_bytes
 
 __all__ = ["profile_table", "profile"]
@@ -18,14 +20,20 @@ __all__ = ["profile_table", "profile"]
 KINDS = ("layer", "graph", "weight")
 
 
-def profile(cfg: ExperimentConfig, graph: Graph, *, workers: int, measure_epochs: int = 0) -> list[dict]:
-    """One row per strategy: degrees, analytic bytes per kind, and (when measuring) measured bytes."""
+def profile(
+    cfg: ExperimentConfig, graph: Graph, *, workers: int, measure_epochs: int = 0, nodes: int = 1
+) -> list[dict]:
+    """One row per strategy: degrees, analytic bytes per kind, and (when measuring) measured bytes; on ``nodes``
+    > 1 nodes also ``by_link``: the analytic bytes per kind split into ``intra``/``inter``-node."""
     from gnnpipe.train.run import plan_for
 
+    if nodes < 1 or workers % nodes:
+        raise ConfigError(f"--nodes {nodes}: allowed: a positive divisor of the {workers} workers")
     rows = []
     for s in strategies_for(cfg, workers):
         scfg = with_degrees(cfg, s)
-        vol = volume_of(scfg, graph, plan_for(scfg, graph))
+        plan = plan_for(scfg, graph)
+        vol = volume_of(scfg, graph, plan)
         row = {
             "strategy": s.name,
             "ways": s.ways,
@@ -34,6 +42,9 @@ def profile(cfg: ExperimentConfig, graph: Graph, *, workers: int, measure_epochs
             "compress": scfg.parallel.compress,
             "analytic": {"layer": vol.layer, "graph": vol.graph, "weight": vol.weight},
         }
+        if nodes > 1:
+            row["placement"], row["nodes"] = scfg.parallel.placement, nodes
+            row["by_link"] = volume_by_link(scfg, graph, plan, block_nodes(workers, nodes))
         if measure_epochs:
             from gnnpipe.profile.measure import measure_bytes
 
@@ -68,6 +79,13 @@ def profile_table(rows: list[dict]) -> str:
         lines.append(
             f"{r['strategy']:<11}{deg:<12}" + "".join(f"{c:>28}" for c in cells) + f"{_total(a) / base:>8.3f}x"
         )
+        if "by_link" in r:
+            parts = [f"{k} {format_bytes(r['by_link'][k]['inter'])}" for k in KINDS]
+            inter = sum(r["by_link"][k]["inter"] for k in KINDS)
+            lines.append(
+                f"{'':<23}inter-node ({r['nodes']} nodes, placement {r['placement']}): {', '.join(parts)}; "
+                f"total {format_bytes(inter)} of {format_bytes(_total(a))}"
+            )
         if "measured_per_worker" in r:
             per = [_total(w) for w in r["measured_per_worker"]]
             lines.append(f"{'':<23}per worker sent: " + ", ".join(format_bytes(b) for b in per))
