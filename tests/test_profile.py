@@ -44,3 +44,33 @@ def test_profile_measures_what_it_predicts(tmp_path, monkeypatch, capsys):
         assert len(row["measured_per_worker"]) == 2
     assert data["strategies"]["pipeline"]["analytic"]["layer"] > 0
     assert data["strategies"]["graph"]["analytic"]["graph"] > 0
+
+
+def test_profile_splits_the_bytes_by_link_for_nodes(tmp_path, monkeypatch, capsys):
+    """``--nodes 2`` on 4 workers: every kind's analytic bytes split into intra/inter-node for the configured
+    placement; a 4-stage pipeline crosses at 1 of its 3 boundaries; placement ways moves a hybrid's halos and
+    all-reduce inside the nodes; 3 nodes for 4 workers is one line and exit 2."""
+    monkeypatch.setenv("GNNPIPE_CACHE", str(tmp_path / "cache"))
+    base = ["--layers", "4", "--hidden", "8", "--workers", "4", "--nodes", "2"]
+    tables = {}
+    for placement in ("stages", "ways"):
+        out_json = tmp_path / f"{placement}.json"
+        rc = main(
+            ["profile", "--dataset", "sbm", *SBM, f"parallel.placement={placement}", *base, "--json", str(out_json)]
+        )
+        assert rc == 0 and "inter-node (2 nodes, placement " in capsys.readouterr().out
+        tables[placement] = json.loads(out_json.read_text())["strategies"]
+    for rows in tables.values():
+        for r in rows.values():
+            for kind, total in r["analytic"].items():
+                assert r["by_link"][kind]["intra"] + r["by_link"][kind]["inter"] == total
+    pipe = tables["stages"]["pipeline"]
+    assert pipe["by_link"]["layer"]["inter"] * 3 == pipe["analytic"]["layer"] > 0
+    hyb_s, hyb_w = tables["stages"]["hybrid"], tables["ways"]["hybrid"]
+    assert (
+        hyb_s["by_link"]["graph"]["inter"] == hyb_s["analytic"]["graph"] > 0 and hyb_s["by_link"]["layer"]["inter"] == 0
+    )
+    assert hyb_w["by_link"]["graph"]["inter"] == 0 and hyb_w["by_link"]["layer"]["inter"] == hyb_w["analytic"]["layer"]
+    rc = main(["profile", "--dataset", "sbm", *SBM, *base[:-1], "3"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--nodes 3" in err, err
