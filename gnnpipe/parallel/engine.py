@@ -88,12 +88,18 @@ class Engine(StageState):
         g = graph
         csr = g.norm_values(agg_kind)
         self.row0, row1 = plan.way_range(self.way)
-        self.layout = build_layout(plan, csr, g.train_mask, way=self.way, groups=chunk_groups(plan), device=self.device)
+        hist_dtype = history_dtype(p.history_dtype, self.dtype)
+        # the forward reads the history in place unless it is a separate snapshot or narrower than the model
+        direct = p.history_period == 1 and p.history_momentum == 0 and hist_dtype == self.dtype and not p.recompute
+        self.layout = build_layout(
+            plan, csr, g.train_mask, way=self.way, groups=chunk_groups(plan), device=self.device, direct_history=direct
+        )
         self._exact: Layout | None = None
         if p.warmup_exact_epochs > 0:
             self._exact = build_layout(
-                plan, csr, g.train_mask, way=self.way, groups=exact_groups(plan), device=self.device
-            )
+                plan, csr, g.train_mask, way=self.way, groups=exact_groups(plan), device=self.device,
+                direct_history=direct,
+            )  # fmt: skip
         for lay in (self.layout, self._exact):
             if lay is not None:
                 prepare_operators(lay, self.dtype, self.device)
@@ -109,7 +115,7 @@ class Engine(StageState):
         del g, csr
         self.hist = History(
             self.layout.hist_rows, self.stage_model.dims.agg_widths[lo:hi], period=p.history_period,
-            momentum=p.history_momentum, dtype=history_dtype(p.history_dtype, self.dtype), device=self.device,
+            momentum=p.history_momentum, dtype=hist_dtype, device=self.device,
             grad_rows=0, compute_dtype=self.dtype,
         )  # fmt: skip
         self.inbox = GradInbox()
@@ -158,6 +164,7 @@ class Engine(StageState):
         pos_of[torch.tensor(order, device=self.device)] = torch.arange(len(order), device=self.device)
         steps = self.steps
         steps.layout, steps.pos_of, steps.tx_positions = lay, pos_of, len(order)
+        steps.pos_list = pos_of.tolist()
         for mod in (steps.m.encoder, *steps.m.layers, steps.m.head):
             if mod is not None:
                 mod.train()

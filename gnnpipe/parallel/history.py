@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from gnnpipe.models.sparse import SparseOp
+
 __all__ = ["GradInbox", "History", "history_dtype"]
 
 
@@ -100,41 +102,62 @@ class GradInbox:
     """Cross-chunk gradient of one stage waiting for the backward of the chunk it belongs to (DESIGN §3, §7).
 
     Two kinds of entries, per (layer, unit):
-    - :meth:`keep`: a reading unit's aggregation gradient ``g(m): [n, d]``, its rows that read a unit still to
-      pull (the others would contribute nothing), until the ``uses`` units it read fresh have each taken their
-      block of ``A^T g(m)`` with :meth:`use`.
+    - :meth:`keep`: a reading unit's aggregation gradient ``g(m)``, already multiplied by the cross-chunk scale,
+      until the ``uses`` units it read fresh have each taken their block of ``A^T g(m)`` (:meth:`use`). Only the
+      rows that read a unit still to pull are kept (the others would contribute nothing), plus one zero row;
+      :meth:`reaching_rows` gives, once per unit and epoch, ``A_ext^T``'s column indices renumbered into those
+      kept rows (rows not kept point at the zero row), so a pull is one sparse product on the compact rows.
     - :meth:`post`: parcels ``(rows, values)`` for a unit whose backward comes later (other ways' readers'
       gradient, received with the halo), taken once by :meth:`take`.
     Everything is consumed within the epoch: :meth:`end_epoch` checks that nothing is left.
     """
 
     def __init__(self):
-        self._kept: dict[tuple[int, int], list] = {}  # (layer, unit) -> [n, rows, g(m)[rows], uses left]
+        self._kept: dict[tuple[int, int], list] = {}  # (layer, unit) -> [values, uses left]
+        self._columns: dict[int, torch.Tensor | None] = {}  # unit -> renumbered A_ext^T columns (None: all rows)
         self._parcels: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.held = 0
         self.held_max = 0  # largest bytes held at once
 
-    def _count(self, *ts: torch.Tensor, sign: int = 1) -> None:
-        self.held += sign * sum(t.numel() * t.element_size() for t in ts)
+    def _count(self, *ts: torch.Tensor | None, sign: int = 1) -> None:
+        self.held += sign * sum(t.numel() * t.element_size() for t in ts if t is not None)
         self.held_max = max(self.held_max, self.held)
 
-    def keep(self, layer: int, unit: int, gm: torch.Tensor, uses: int, rows: torch.Tensor) -> None:
-        """Keep ``gm``'s ``rows`` (the only rows whose gradient reaches the units still to pull) for ``uses``
-        pulls."""
-        if uses > 0:
-            entry = [gm.shape[0], rows, gm[rows], uses]
-            self._kept[(layer, unit)] = entry
-            self._count(entry[1], entry[2])
+    def reaching_rows(
+        self, unit: int, a_ext: SparseOp, n: int, waiting: list[tuple[int, int]], like: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The rows of ``unit`` (``n`` rows, external block ``a_ext``) that read the ``waiting`` ext ranges (None:
+        all of them), with ``A_ext^T``'s columns renumbered into them for this epoch (:meth:`use` returns them).
+        ``Ahat >= 0``: a row reads them iff ``A_ext @ reach > 0``."""
+        reach = like.new_zeros(a_ext.shape[1], 1)
+        for s, e in waiting:
+            reach[s:e] = 1
+        rows, columns = (a_ext @ reach).flatten().nonzero().flatten(), None
+        if rows.numel() == n:
+            rows = None
+        else:  # the rows not kept point at one zero row after the kept ones
+            tcols = a_ext.t_columns(like.dtype, like.device)
+            renumber = torch.full((n,), rows.numel(), dtype=tcols.dtype, device=like.device)
+            renumber[rows] = torch.arange(rows.numel(), dtype=tcols.dtype, device=like.device)
+            columns = renumber[tcols.long()]
+        self._columns[unit] = columns
+        self._count(columns)
+        return rows
 
-    def use(self, layer: int, unit: int) -> torch.Tensor:
-        """The kept gradient of ``unit``, ``[n, d]`` with zeros outside the kept rows (dropped after its last
-        use)."""
-        n, rows, values, _ = entry = self._kept[(layer, unit)]
-        entry[3] -= 1
-        if entry[3] == 0:
+    def keep(self, layer: int, unit: int, values: torch.Tensor, uses: int) -> None:
+        """Keep ``values`` (the scaled kept rows of ``g(m)``, see :meth:`reaching_rows`) for ``uses`` pulls."""
+        if uses > 0:
+            self._kept[(layer, unit)] = [values, uses]
+            self._count(values)
+
+    def use(self, layer: int, unit: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(kept values, renumbered columns) of ``unit``'s gradient (dropped after its last use)."""
+        entry = self._kept[(layer, unit)]
+        entry[1] -= 1
+        if entry[1] == 0:
             del self._kept[(layer, unit)]
-            self._count(rows, values, sign=-1)
-        return values.new_zeros(n, values.shape[1]).index_copy_(0, rows, values)
+            self._count(entry[0], sign=-1)
+        return entry[0], self._columns[unit]
 
     def post(self, layer: int, unit: int, rows: torch.Tensor, values: torch.Tensor) -> None:
         self._parcels.setdefault((layer, unit), []).append((rows, values))
@@ -148,6 +171,8 @@ class GradInbox:
 
     def end_epoch(self) -> None:
         assert not self._kept and not self._parcels, f"cross-chunk gradient left over: {[*self._kept, *self._parcels]}"
+        self._count(*self._columns.values(), sign=-1)
+        self._columns = {}
 
     def nbytes(self) -> dict[str, int]:
         return {"history_grad": self.held_max}

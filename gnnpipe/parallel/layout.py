@@ -39,12 +39,16 @@ class Unit:
     own: slice  # this unit's rows in the way-local x / y and evaluation buffer
     train: torch.Tensor  # [T] training rows, relative to lo
     segments: tuple[tuple[int, int], ...]  # (chunk, rows) in row order: dropout masks are keyed per chunk
+    # a_ext with its columns at their history rows (forward only): A_ext @ H[ext_hslot] without the gather; None
+    # where the history cannot be read in place (a separate snapshot, or a narrower history dtype)
+    a_hist: SparseOp | None = None
     send_fwd: dict[int, torch.Tensor] = field(default_factory=dict)  # peer way -> rows (rel.) of z sent
     send_bwd: dict[int, torch.Tensor] = field(default_factory=dict)  # peer way -> rows (rel.) of grad(m) sent
     # Own-way units this unit reads, as (unit, s, e): ``ext[s:e]`` are that unit's rows (ext is sorted and units
     # are id ranges, so each is one range); ``readers`` is the same relation seen from the unit read.
     targets: list[tuple[int, int, int]] = field(default_factory=list)
-    readers: list[tuple[int, int, int]] = field(default_factory=list)  # (reading unit, s, e) into its ext
+    # (reading unit c, s, e, rows): c's ext[s:e] are this unit's ``rows`` (relative to lo)
+    readers: list[tuple[int, int, int, torch.Tensor]] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -99,6 +103,8 @@ def _on_device(obj, device: torch.device):
             setattr(obj, f.name, v.to(device))
         elif isinstance(v, dict):
             setattr(obj, f.name, {k: t.to(device) for k, t in v.items()})
+        elif isinstance(v, list) and v and isinstance(v[0], tuple):  # (unit, s, e[, rows]) tuples
+            setattr(obj, f.name, [tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in t) for t in v])
     return obj
 
 
@@ -132,11 +138,13 @@ def build_layout(
     way: int,
     groups: list[list[list[int]]],
     device: torch.device,
+    direct_history: bool = False,
 ) -> Layout:
     """Units of ``way`` for a grouping of chunks (``groups[w][j]`` = chunks of way w processed as unit j).
 
     ``csr``: the permuted, normalised in-edge CSR (new ids); ``train_mask``: [N] bool in new ids. History rows
     are the same for every grouping (they come from the chunks), so exact and chunked epochs share a history.
+    ``direct_history``: also build each unit's ``a_hist`` (the forward then aggregates straight from the history).
     """
     W = plan.num_ways
     unit_of_chunk = torch.empty(plan.num_chunks, dtype=torch.int64)
@@ -172,6 +180,8 @@ def build_layout(
             own=slice(lo - my_lo, hi - my_lo), train=train_mask[lo:hi].nonzero().flatten(),
             segments=tuple((c, plan.chunk_range(c)[1] - plan.chunk_range(c)[0]) for c in chunks),
         )  # fmt: skip
+        if direct_history:
+            u.a_hist = u.a_ext.with_columns(u.ext_hslot, read.numel())
         for w2 in range(W):
             if w2 != way:
                 u.send_fwd[w2] = torch.cat([plan.halo_fwd(c, w2) for c in chunks]) - lo
@@ -181,7 +191,7 @@ def build_layout(
     for c, u in enumerate(units):
         u.targets = [t for t in _unit_ranges(u.ext, bounds) if t[0] != c]
         for t, s, e in u.targets:
-            units[t].readers.append((c, s, e))
+            units[t].readers.append((c, s, e, u.ext[s:e] - units[t].lo))
     units = [_on_device(u, device) for u in units]
     remotes = {}
     for w2 in range(W):
@@ -209,7 +219,8 @@ def build_layout(
 def prepare_operators(layout: Layout, dtype: torch.dtype, device: torch.device) -> None:
     """Build every aggregation operator of ``layout`` in its one compute form now (DESIGN §7)."""
     for u in layout.units:
-        u.a_in.prepare(dtype, device)
-        u.a_ext.prepare(dtype, device)
+        for op in (u.a_in, u.a_ext, u.a_hist):
+            if op is not None:
+                op.prepare(dtype, device)
     for rem in layout.remotes.values():
         rem.r_op.prepare(dtype, device)

@@ -84,7 +84,7 @@ class ChunkRecord:
     m_saved: list[tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=list)
     head_in: torch.Tensor | None = None
     loss: torch.Tensor | None = None
-    reach: tuple[int, torch.Tensor | None] | None = None  # backward: see ChunkSteps._reaching_rows
+    reach: tuple[int, torch.Tensor | None] | None = None  # backward: see ChunkSteps._keep_for_readers
     g: torch.Tensor | None = None  # current gradient (backward)
     gm: torch.Tensor | None = None  # gradient of the current layer's m
 
@@ -112,6 +112,7 @@ class ChunkSteps:
         self.stage = transfers.stage
         self.first, self.last = model.encoder is not None, model.head is not None
         self.layout: Layout | None = None  # set by the epoch loop (chunked or exact layout)
+        self.pos_list: list[int] = []  # position of each unit this epoch (set by the epoch loop)
 
     def _k(self, a: Action) -> int:
         return a.layer - self.m.lo
@@ -170,7 +171,10 @@ class ChunkSteps:
                 rec.h = self.m.layers[k].post(m, lr.r, rec.h0, rec.ctx)
                 rec.layers[k] = None  # nothing else is kept (not even the layer's input: recompute rebuilds it)
                 return
-            m = u.a_in @ lr.zd + u.a_ext @ self.hist.pull(k, u.ext_hslot, rec.fresh)
+            if u.a_hist is not None:  # the history read in place (rows of chunks done this epoch are fresh)
+                m = u.a_in @ lr.zd + u.a_hist @ self.hist.Z[k]
+            else:
+                m = u.a_in @ lr.zd + u.a_ext @ self.hist.pull(k, u.ext_hslot, rec.fresh)
             rec.h = self._post_with_grad(k, lr, m, rec)
 
     def _aggregate_split(
@@ -278,9 +282,9 @@ class ChunkSteps:
     def pre_b(self, rec: ChunkRecord, a: Action) -> None:
         """The aggregation's backward into ``z``: the chunk's own gradient plus what its fresh readers sent -- other
         ways' readers at this position now, earlier ones through the inbox, and this way's later chunks (whose
-        ``g(m)`` the inbox kept) block by block -- then back through ``pre``."""
+        scaled ``g(m)`` the inbox kept) block by block -- then back through ``pre``."""
         k, u = self._k(a), rec.unit
-        lr, gm, units, pos_of, inbox = rec.layers[k], rec.gm, self.layout.units, self.pos_of, self.inbox
+        lr, gm, units, pos, inbox = rec.layers[k], rec.gm, self.layout.units, self.pos_list, self.inbox
         with self.clock.phase("compute", f"B c{u.index} L{a.layer} agg+pre"):
             gz = u.a_in.t_matmul(gm)
             for w2, rows in lr.received.items():  # other ways' reads of this way's rows at this position
@@ -289,17 +293,15 @@ class ChunkSteps:
                 for t, s, e in rem.tgt_ranges:  # later chunks' backward is done: their share is dropped
                     if t == u.index:
                         gz.index_add_(0, rem.tgt[s:e] - u.lo, g[s:e])
-                    elif pos_of[t] < rec.pos:
+                    elif pos[t] < rec.pos:
                         inbox.post(k, t, rem.tgt[s:e] - units[t].lo, self.scale * g[s:e])
             for rows, values in inbox.take(k, u.index):
                 gz.index_add_(0, rows, values)
-            for c, s, e in u.readers:  # this way's chunks that read u fresh (after it) have run their backward
-                if pos_of[c] > rec.pos:
-                    reader = units[c]
-                    g = reader.a_ext.t_matmul_rows(inbox.use(k, c), s, e)
-                    gz.index_add_(0, reader.ext[s:e] - u.lo, self.scale * g)
-            uses, rows = self._reaching_rows(rec, gm)
-            inbox.keep(k, u.index, gm, uses, rows)
+            for c, s, e, rows in u.readers:  # this way's chunks that read u fresh (after it) have run their backward
+                if pos[c] > rec.pos:
+                    values, columns = inbox.use(k, c)
+                    gz.index_add_(0, rows, units[c].a_ext.t_matmul_rows(values, s, e, columns=columns))
+            self._keep_for_readers(rec, k, gm)
             if lr.r is not None:
                 torch.autograd.backward([lr.z, lr.r], [gz, lr.r_leaf.grad])
             else:
@@ -308,20 +310,18 @@ class ChunkSteps:
         rec.gm = None
         rec.layers[k] = None  # this layer is done: drop its handles
 
-    def _reaching_rows(self, rec: ChunkRecord, gm: torch.Tensor) -> tuple[int, torch.Tensor | None]:
-        """(own units this chunk read fresh, its rows that read them): the same for every layer, so computed at
-        the chunk's first ``pre_b`` and kept on its record. ``Ahat >= 0``: a row reads them iff this is > 0."""
+    def _keep_for_readers(self, rec: ChunkRecord, k: int, gm: torch.Tensor) -> None:
+        """Keep the scaled rows of ``gm`` that read own units still to run their backward (read fresh: earlier
+        positions). Which rows those are is the same for every layer: worked out at the chunk's first ``pre_b``."""
+        u = rec.unit
         if rec.reach is None:
-            u = rec.unit
-            waiting = [(s, e) for t, s, e in u.targets if self.pos_of[t] < rec.pos]
-            rows = None
-            if waiting:
-                reach = torch.zeros(u.ext.numel(), 1, dtype=gm.dtype, device=gm.device)
-                for s, e in waiting:
-                    reach[s:e] = 1
-                rows = (u.a_ext @ reach).flatten().nonzero().flatten()
+            waiting = [(s, e) for t, s, e in u.targets if self.pos_list[t] < rec.pos]
+            rows = self.inbox.reaching_rows(u.index, u.a_ext, u.n, waiting, gm) if waiting else None
             rec.reach = (len(waiting), rows)
-        return rec.reach
+        uses, rows = rec.reach
+        if uses:
+            kept = gm if rows is None else torch.cat([gm[rows], gm.new_zeros(1, gm.shape[1])])
+            self.inbox.keep(k, u.index, kept * self.scale if self.scale != 1.0 else kept, uses)
 
     def encode_b(self, rec: ChunkRecord, a: Action) -> None:
         if rec.enc_out.requires_grad:
