@@ -110,6 +110,48 @@ def test_transpose_row_block_matches_dense(backend, name, prepared):
 
 
 @pytest.mark.parametrize("name", list(OPERATORS))
+@pytest.mark.parametrize("prepared", [False, True])
+def test_transpose_row_block_on_compact_rows(backend, name, prepared):
+    """With ``columns`` (A^T's columns renumbered into the kept rows of a compact ``g``, the others at a zero row),
+    ``t_matmul_rows`` equals the same block of ``A^T g`` when ``g`` is zero outside the kept rows."""
+    op = OPERATORS[name]()
+    a = _dense(op)
+    if prepared:
+        op.prepare(torch.float64, torch.device("cpu"))
+    R, K = op.shape
+    kept = torch.arange(0, R, 3)  # every third row of A
+    y = torch.randn(R, 5, generator=torch.Generator().manual_seed(R), dtype=torch.float64)
+    y_zeroed = torch.zeros_like(y).index_copy_(0, kept, y[kept])
+    compact = torch.cat([y[kept], y.new_zeros(1, 5)])
+    tcols = op.t_columns(torch.float64, torch.device("cpu"))
+    renumber = torch.full((R,), kept.numel(), dtype=tcols.dtype)
+    renumber[kept] = torch.arange(kept.numel(), dtype=tcols.dtype)
+    columns = renumber[tcols.long()]
+    full = a.t() @ y_zeroed
+    for lo, hi in ((0, K), (K // 3, 2 * K // 3), (K - 1, K)):
+        got = op.t_matmul_rows(compact, lo, hi, columns=columns)
+        torch.testing.assert_close(got, full[lo:hi], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+def test_with_columns_reads_the_buffer_in_place(backend, name):
+    """``A.with_columns(map, M) @ buf`` is ``A @ buf[map]`` bit for bit; it has no transpose and no autograd."""
+    op = OPERATORS[name]()
+    K = op.shape[1]
+    g = torch.Generator().manual_seed(K)
+    col_map = torch.randperm(3 * K, generator=g)[:K]  # injective, into a buffer 3x as tall
+    view = op.with_columns(col_map, 3 * K)
+    view.prepare(torch.float32, torch.device("cpu"))
+    buf = torch.randn(3 * K, 6, generator=g)
+    assert torch.equal(view @ buf, op @ buf[col_map])
+    with pytest.raises(RuntimeError, match="forward-only"):
+        view.t_matmul(torch.randn(op.shape[0], 6))
+    if view.nnz:
+        with pytest.raises(RuntimeError, match="forward-only"):
+            view @ buf.requires_grad_()
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
 def test_gradcheck_float64(backend, name):
     op = OPERATORS[name]()
     z = torch.randn(op.shape[1], 3, dtype=torch.float64, requires_grad=True)

@@ -25,7 +25,8 @@ __all__ = [
     "save_calibration", "layer_costs", "worker_threads", "cost_split_counts",
 ]  # fmt: skip
 
-CALIBRATION_VERSION = 2  # 2: native kernels at the planned OpenMP threads; the sharing probe's wake_s
+CALIBRATION_VERSION = 3  # 2: native kernels at the planned OpenMP threads; the sharing probe's wake_s; 3: the leaner
+# cross-chunk gradient and in-place history reads (per-chunk costs changed)
 _UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 _TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
