@@ -101,8 +101,16 @@ def test_models_build_and_train_at_depth(graph, arch, layers):
     out.sum().backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    # the first layer receives gradient through all the layers above it
-    assert model.layers[0].lin_l.weight.grad.abs().sum() > 0 if arch in ("sage", "resgcn") else True
+    # the first layer receives gradient through all the layers above it, for every architecture. Plain GCN's
+    # gradient vanishes with depth (no residual: about 1e-13 at depth 64 in float64) but is not zero; the
+    # residual architectures keep it large. GCNII's initial residual also reaches the encoder.
+    first = model.layers[0]
+    weight = first.lin_l.weight if arch in ("sage", "resgcn") else first.lin.weight
+    assert weight.grad.abs().sum() > 0, (arch, layers)
+    if arch != "gcn":
+        assert weight.grad.abs().sum() > 1e-3, (arch, layers, weight.grad.abs().sum())
+    if arch == "gcnii":
+        assert model.encoder.lin.weight.grad.abs().sum() > 1e-3
     dims = model.dims()
     assert len(dims.agg_widths) == layers and dims.h0_width == (8 if arch == "gcnii" else 0)
 

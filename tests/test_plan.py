@@ -279,7 +279,14 @@ def test_candidates_respect_world_size_layers_and_memory(cache):
     assert cands and all(c.ways * c.stages == 4 for c in cands)
     assert all(c.stages <= 4 and c.chunks % c.ways == 0 and sum(c.stage_split) == 4 for c in cands)
     assert {(c.ways, c.stages) for c in cands} == {(4, 1), (2, 2), (1, 4)}
-    assert any(c.split == "cost" and c.stage_split == (2, 1, 1) or c.stage_split == (2, 2) for c in cands)
+    # the min-max split of the costs [1, 1, 1, 5], found by trying every cut: 2 stages -> (3, 1) (stage costs 3
+    # and 5, against the equal split's 2 and 6); 4 stages have one split only (1, 1, 1, 1), equal to the equal one
+    costs = [1.0, 1.0, 1.0, 5.0]
+    best = min(range(1, 4), key=lambda k: max(sum(costs[:k]), sum(costs[k:])))
+    assert (best, 4 - best) == (3, 1)
+    assert {(c.ways, c.stages, c.stage_split) for c in cands if c.split == "cost"} == {(2, 2, (best, 4 - best))}
+    assert {(c.ways, c.stages, c.stage_split) for c in cands if c.split == "equal"} == {
+        (4, 1, (4,)), (2, 2, (2, 2)), (1, 4, (1, 1, 1, 1))}  # fmt: skip
     assert not any(c.stages > 4 for c in candidates(_cfg(), 8, num_nodes=240, cost=None))  # 4 layers: S <= 4
     preds = [predict(cfg, graph, c, cal, orders=1) for c in cands[:3]]
     budget = sorted(max(p.peak_memory_bytes) for p in preds)[0]
