@@ -110,6 +110,8 @@ def _assert_same_end(work: Path, a: str, b: str) -> None:
     """Losses, evaluations and the last checkpoint (weights, Adam state, history, best-valid weights) equal."""
     ma, mb = json.loads((work / a / "m.json").read_text()), json.loads((work / b / "m.json").read_text())
     assert len(ma["losses"]) == 6 and ma["losses"] == mb["losses"] and ma["evals"] == mb["evals"]
+    for name in (a, b):  # every epoch trained exactly once: the restart or resume went on, it did not start over
+        assert _epochs_logged(_run_dir(work, name)) == list(range(6)), name
     assert ma["test_acc"] == mb["test_acc"]
     for rank in range(4):
         sa, sb = (load_checkpoint(_run_dir(work, n) / "checkpoints" / "epoch5" / f"rank{rank}.pt") for n in (a, b))
@@ -117,6 +119,12 @@ def _assert_same_end(work: Path, a: str, b: str) -> None:
         assert flat_a.keys() == flat_b.keys() and len(flat_a) > 4
         for k in flat_a:
             assert torch.equal(flat_a[k], flat_b[k]), (rank, k)
+
+
+def _epochs_logged(run_dir: Path) -> list[int]:
+    """The epochs rank 0 trained in ``run_dir``, in order, over every attempt and resume (its log is appended)."""
+    lines = (run_dir / "rank0.log").read_text().splitlines()
+    return [int(ln.split()[1]) for ln in lines if ln.startswith("Epoch ") and ln.split()[1].isdigit()]
 
 
 def _tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -252,6 +260,7 @@ def test_sigterm_to_one_process_writes_a_final_checkpoint_and_resume_is_bit_exac
         del os.environ["GNNPIPE_CACHE"]
     a, b = (json.loads((work / f).read_text()) for f in ("s1.json", "s2.json"))
     assert len(a["losses"]) == 6 and a["losses"] == b["losses"] and a["evals"] == b["evals"]
+    assert _epochs_logged(run_dir) == list(range(6))  # 0-3 before the signal, 4-5 resumed
 
 
 def test_restarts_exhausted_keep_the_last_attempts_exit_code_and_line(work):

@@ -32,12 +32,22 @@ def _cfg_dict(base: dict, **train: object) -> dict:
 
 
 def train_worker(cfg_dict: dict, run_dir: str, resume: bool) -> dict:
-    """One run (every worker): its losses, evaluations, test accuracy and final (best-valid) weights."""
+    """One run (every worker): its losses, evaluations, test accuracy, final (best-valid) weights, and the epochs
+    it actually trained (``ran``: every call of the executor's epoch, so a resume that retrained from epoch 0
+    shows)."""
     cfg = config_from_dict(cfg_dict, "test")
     ex = make_executor(cfg)
+    ran: list[int] = []
+    real = ex.train_epoch_counted
+
+    def counted(epoch: int):
+        ran.append(epoch)
+        return real(epoch)
+
+    ex.train_epoch_counted = counted
     try:
         s = train(cfg, ex, run_dir=run_dir, print_fn=lambda line: None, resume=resume)
-        return {"losses": s.losses, "evals": s.evals, "test_acc": s.test_acc, "weights": ex.snapshot()}
+        return {"losses": s.losses, "evals": s.evals, "test_acc": s.test_acc, "weights": ex.snapshot(), "ran": ran}
     finally:
         ex.close()
 
@@ -71,10 +81,14 @@ def test_single_device_resume_is_bit_exact(tmp_path):
     straight = train_worker(_cfg_dict(DATA), str(tmp_path / "a"), False)
     short = train_worker(_cfg_dict(DATA, epochs=2), str(tmp_path / "b"), False)  # then continue to 4 epochs
     assert short["losses"] == straight["losses"][:2]
+    assert (straight["ran"], short["ran"]) == ([0, 1, 2, 3], [0, 1])
     resumed = train_worker(_cfg_dict(DATA), str(tmp_path / "b"), True)
     _same(straight, resumed)
+    assert resumed["ran"] == [2, 3]  # after the checkpoint of epoch 1, not from 0 again
     _interrupted_copy(tmp_path / "a", tmp_path / "c")
-    _same(straight, train_worker(_cfg_dict(DATA), str(tmp_path / "c"), True))
+    from_c = train_worker(_cfg_dict(DATA), str(tmp_path / "c"), True)
+    _same(straight, from_c)
+    assert from_c["ran"] == [2, 3]  # epoch 3's checkpoint is incomplete: from epoch 1's
     for d in ("b", "c"):  # the last checkpoint of the resumed runs equals the uninterrupted run's
         a, b = _shard(tmp_path / "a", 3), _shard(tmp_path / d, 3)
         for k, v in a["executor"]["weights"].items():
@@ -90,11 +104,18 @@ def test_pipeline_resume_is_bit_exact(tmp_path):
     for rank in range(2):
         _same(straight[rank].value, resumed[rank].value)
         assert len(straight[rank].value["losses"]) == 4
+        assert straight[rank].value["ran"] == [0, 1, 2, 3] and resumed[rank].value["ran"] == [2, 3], rank
         a, b = _shard(tmp_path / "a", 3, rank), _shard(tmp_path / "b", 3, rank)
         for z, w in zip(a["executor"]["history_Z"], b["executor"]["history_Z"], strict=True):
             assert torch.equal(z, w)
     manifest = json.loads((tmp_path / "b" / "checkpoints" / "epoch3" / "manifest.json").read_text())
     assert manifest["layout"]["stages"] == 2 and sorted(manifest["shards"]) == ["rank0.pt", "rank1.pt"]
+
+
+def _epochs_logged(run_dir: Path) -> list[int]:
+    """The epochs rank 0 trained in ``run_dir``, in order, over every start (its log is appended to)."""
+    lines = (run_dir / "rank0.log").read_text().splitlines()
+    return [int(ln.split()[1]) for ln in lines if ln.startswith("Epoch ") and ln.split()[1].isdigit()]
 
 
 def _checkpointed_run(tmp_path: Path) -> Path:
@@ -115,6 +136,7 @@ def test_checkpoint_of_another_config_is_refused_naming_the_key(tmp_path):
         run_training(config_from_dict(_cfg_dict(base, epochs=1)), resume=str(run_dir))
     s = run_training(config_from_dict(_cfg_dict(base, epochs=3)), resume=str(run_dir))  # larger: goes on
     assert len(s.losses) == 3 and (run_dir / "checkpoints" / "epoch2" / "manifest.json").is_file()
+    assert _epochs_logged(run_dir) == [0, 1, 2]  # the refused resumes trained nothing; the last one epoch 2 only
 
 
 def test_incomplete_or_missing_checkpoint_is_never_used(tmp_path):
@@ -123,6 +145,7 @@ def test_incomplete_or_missing_checkpoint_is_never_used(tmp_path):
     (run_dir / "checkpoints" / "epoch1" / "manifest.json").unlink()  # newest incomplete: epoch 0 is used
     s = run_training(config_from_dict(base), resume=str(run_dir))
     assert len(s.losses) == 2
+    assert _epochs_logged(run_dir) == [0, 1, 1]  # epoch 1 again, after the checkpoint of epoch 0
     with open(run_dir / "checkpoints" / "epoch1" / "rank0.pt", "ab") as f:  # a shard that does not match
         f.write(b"x")
     (run_dir / "checkpoints" / "epoch0" / "manifest.json").unlink()
