@@ -102,9 +102,9 @@ class GradInbox:
     """Cross-chunk gradient of one stage waiting for the backward of the chunk it belongs to (DESIGN §3, §7).
 
     Two kinds of entries, per (layer, unit):
-    - :meth:`keep`: a reading unit's aggregation gradient ``g(m)``, already multiplied by the cross-chunk scale,
-      until the ``uses`` units it read fresh have each taken their block of ``A^T g(m)`` (:meth:`use`). Only the
-      rows that read a unit still to pull are kept (the others would contribute nothing), plus one zero row;
+    - :meth:`keep`: a reading unit's aggregation gradient ``g(m)`` until the ``uses`` units it read fresh have
+      each taken their block of ``A^T g(m)`` (:meth:`use`; the puller scales it). Only the rows that read a
+      unit still to pull are kept (the others would contribute nothing), plus one zero row;
       :meth:`reaching_rows` gives, once per unit and epoch, ``A_ext^T``'s column indices renumbered into those
       kept rows (rows not kept point at the zero row), so a pull is one sparse product on the compact rows.
     - :meth:`post`: parcels ``(rows, values)`` for a unit whose backward comes later (other ways' readers'
@@ -145,7 +145,7 @@ class GradInbox:
         return rows
 
     def keep(self, layer: int, unit: int, values: torch.Tensor, uses: int) -> None:
-        """Keep ``values`` (the scaled kept rows of ``g(m)``, see :meth:`reaching_rows`) for ``uses`` pulls."""
+        """Keep ``values`` (the kept rows of ``g(m)``, see :meth:`reaching_rows`) for ``uses`` pulls."""
         if uses > 0:
             self._kept[(layer, unit)] = [values, uses]
             self._count(values)

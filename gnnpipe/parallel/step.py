@@ -282,9 +282,16 @@ class ChunkSteps:
     def pre_b(self, rec: ChunkRecord, a: Action) -> None:
         """The aggregation's backward into ``z``: the chunk's own gradient plus what its fresh readers sent -- other
         ways' readers at this position now, earlier ones through the inbox, and this way's later chunks (whose
-        scaled ``g(m)`` the inbox kept) block by block -- then back through ``pre``."""
+        ``g(m)`` the inbox kept) block by block, scaled -- then back through ``pre``."""
         k, u = self._k(a), rec.unit
-        lr, gm, units, pos, inbox = rec.layers[k], rec.gm, self.layout.units, self.pos_list, self.inbox
+        lr, gm, units, pos, inbox, scale = (
+            rec.layers[k],
+            rec.gm,
+            self.layout.units,
+            self.pos_list,
+            self.inbox,
+            self.scale,
+        )
         with self.clock.phase("compute", f"B c{u.index} L{a.layer} agg+pre"):
             gz = u.a_in.t_matmul(gm)
             for w2, rows in lr.received.items():  # other ways' reads of this way's rows at this position
@@ -300,7 +307,7 @@ class ChunkSteps:
             for c, s, e, rows in u.readers:  # this way's chunks that read u fresh (after it) have run their backward
                 if pos[c] > rec.pos:
                     values, columns = inbox.use(k, c)
-                    gz.index_add_(0, rows, units[c].a_ext.t_matmul_rows(values, s, e, columns=columns))
+                    gz.index_add_(0, rows, units[c].a_ext.t_matmul_rows(values, s, e, columns=columns), alpha=scale)
             self._keep_for_readers(rec, k, gm)
             if lr.r is not None:
                 torch.autograd.backward([lr.z, lr.r], [gz, lr.r_leaf.grad])
@@ -311,7 +318,7 @@ class ChunkSteps:
         rec.layers[k] = None  # this layer is done: drop its handles
 
     def _keep_for_readers(self, rec: ChunkRecord, k: int, gm: torch.Tensor) -> None:
-        """Keep the scaled rows of ``gm`` that read own units still to run their backward (read fresh: earlier
+        """Keep the rows of ``gm`` that read own units still to run their backward (read fresh: earlier
         positions). Which rows those are is the same for every layer: worked out at the chunk's first ``pre_b``."""
         u = rec.unit
         if rec.reach is None:
@@ -321,7 +328,7 @@ class ChunkSteps:
         uses, rows = rec.reach
         if uses:
             kept = gm if rows is None else torch.cat([gm[rows], gm.new_zeros(1, gm.shape[1])])
-            self.inbox.keep(k, u.index, kept * self.scale if self.scale != 1.0 else kept, uses)
+            self.inbox.keep(k, u.index, kept, uses)
 
     def encode_b(self, rec: ChunkRecord, a: Action) -> None:
         if rec.enc_out.requires_grad:

@@ -95,6 +95,8 @@ class Transfers:
         with self.clock.phase("comm_layer", f"send {what} -> stage {to_stage}"):
             self.comm.wait_all(self._pending.pop(peer, []))
             wires = [self._encode(t, kind) for t in tensors]
+            if len(wires) > 1 and len({w.dtype for w in wires}) == 1:  # one message (h with GCNII's h0)
+                wires = [torch.cat([w.reshape(-1) for w in wires])]
             self._pending_bytes[peer] = sum(t.numel() * t.element_size() for t in wires)
             self._in_flight(0)
             self._pending[peer] = self.comm.exchange({peer: wires}, {}, kind=kind, layer=layer, wait=False)
@@ -106,9 +108,14 @@ class Transfers:
         is the pipeline's fill bubble (the neighbour is still computing), so it is booked as ``bubble``."""
         peer = self.dims.rank(self.way, from_stage)
         bufs = [self._wire(shape, kind) for shape in shapes]
+        wire = bufs
+        if len(bufs) > 1 and len({b.dtype for b in bufs}) == 1:  # sent as one message (send_stage): views of it
+            flat = bufs[0].new_empty(sum(b.numel() for b in bufs))
+            bufs = [v.view(b.shape) for v, b in zip(flat.split([b.numel() for b in bufs]), bufs, strict=True)]
+            wire = [flat]
         self._in_flight(sum(b.numel() * b.element_size() for b in bufs))
         with self.clock.phase("bubble" if bubble else "comm_layer", f"recv {what} <- stage {from_stage}"):
-            self.comm.exchange({}, {peer: bufs}, kind=kind, layer=layer)
+            self.comm.exchange({}, {peer: wire}, kind=kind, layer=layer)
         return [self._decode(b, shape, kind) for b, shape in zip(bufs, shapes, strict=True)]
 
     def finish_sends(self) -> None:

@@ -138,7 +138,7 @@ def worker_tasks(
             peer = dims.rank(way, stage + 1 if to_next else stage - 1)
             width = model.boundary_widths[(hi if to_next else lo) - 1]
             per_row = row_bytes(width, itemsize, compress) + (row_bytes(h0, itemsize, compress) if h0 else 0)
-            messages = 2 if h0 else 1  # h and h0 go as separate messages (comm.py: a list per peer)
+            messages = 1  # h and GCNII's h0 go as one message (Transfers.send_stage packs them)
             if op in (Op.SEND_ACT, Op.SEND_GRAD):
                 overhead(messages, n * per_row)
                 out.append(Task("send", peers=(peer,), nbytes=(n * per_row,), label="layer"))
