@@ -136,6 +136,81 @@ def plot(rows: list[dict], lines: dict, folder: Path) -> None:
     fig.savefig(folder / "network.png", dpi=120)
 
 
+def measure_all(args, graphs, rates, runs, t0: float) -> list[dict]:
+    work = Path(tempfile.mkdtemp(prefix="bench-network-"))
+    rows = []
+    for graph in graphs:
+        for rate in rates:
+            for run in runs:
+                reps = args.repeats if RUNS[run][0] == "faithful" else min(args.repeats, args.oversubscribed_repeats)
+                ms = [measure(graph, rate, run, args, work, k) for k in range(reps)]
+                row = {"graph": graph, "rate": rate, "run": run, "setting": RUNS[run][0], "repeats": reps,
+                       **{k: statistics.median(m[k] for m in ms) for k in ("epoch_s", "comm_share", "bytes",
+                                                                          "inter_bytes", "intra_bytes")},
+                       "epoch_s_runs": [m["epoch_s"] for m in ms],
+                       "peak_memory_max": max(m["peak_memory_max"] for m in ms),
+                       "bytes_by_link": ms[0]["bytes_by_link"], "nodes": ms[0]["nodes"],
+                       "test_acc": ms[0]["test_acc"]}  # fmt: skip
+                rows.append(row)
+                print(f"{graph:5s} {rate:9s} {run:9s} epoch {row['epoch_s']:.3f}s  comm {row['comm_share']:.2f}  "
+                      f"inter {row['inter_bytes'] / 2**20:.1f} MiB  ({time.time() - t0:.0f}s)", flush=True)  # fmt: skip
+    return rows
+
+
+def predict_all(rows: list[dict]) -> dict:
+    """The planner's prediction at every measured point, and its curves on a grid of rates (10 Mbit/s - 10 Gbit/s)."""
+    for row in rows:
+        row["predicted_s"] = predict(row["graph"], row["rate"], row["run"])["epoch_time_s"]
+        row["predicted_error"] = row["predicted_s"] / row["epoch_s"] - 1
+    grid = [10.0 * 10 ** (k / 4) for k in range(13)]
+    return {
+        (g, run): [(r, predict(g, f"{r:.3f}mbit", run)["epoch_time_s"]) for r in grid]
+        for g, run in sorted({(r["graph"], r["run"]) for r in rows})
+    }
+
+
+def report(rows: list[dict], lines: dict) -> dict:
+    """Crossover rates (measured and predicted), the >= 1.5x check, the planner's errors and first choices."""
+    summary = {}
+    for graph in sorted({r["graph"] for r in rows}):
+        at = {(r["rate"], r["run"]): r for r in rows if r["graph"] == graph}
+        pts = sorted(
+            (RATE_MBIT[rate], at[(rate, "graph")]["epoch_s"] / at[(rate, "pipe_c16")]["epoch_s"])
+            for rate in RATES
+            if (rate, "graph") in at and (rate, "pipe_c16") in at
+        )
+        cross = {"measured_mbit": crossover(pts)}
+        if (graph, "graph") in lines and (graph, "pipe_c16") in lines:
+            pred = [(r, a / b) for (r, a), (_, b) in zip(lines[(graph, "graph")], lines[(graph, "pipe_c16")],
+                                                         strict=True)]  # fmt: skip
+            cross["predicted_mbit"] = crossover(pred)
+        choice = {}
+        for rate in RATES:  # the planner's first choice among the faithful runs, against the fastest measured
+            cands = [at[(rate, run)] for run in RUNS if RUNS[run][0] == "faithful" and (rate, run) in at]
+            if cands and all("predicted_s" in c for c in cands):
+                first, best = min(cands, key=lambda c: c["predicted_s"]), min(cands, key=lambda c: c["epoch_s"])
+                choice[rate] = {"first": first["run"], "fastest": best["run"],
+                                "first_over_fastest": first["epoch_s"] / best["epoch_s"]}  # fmt: skip
+        summary[graph] = {"crossover": cross, "graph_over_pipe_c16": dict(pts), "planner_first_choice": choice}
+        print(f"{graph}: graph / pipeline (16 chunks, faithful) by Mbit/s {[(r, round(q, 2)) for r, q in pts]}; "
+              f"the pipeline wins below {cross}")  # fmt: skip
+        for rate, c in choice.items():
+            print(f"  {rate}: planner's first choice {c['first']} is {c['first_over_fastest']:.2f}x the fastest "
+                  f"({c['fastest']})")  # fmt: skip
+    for r in rows:
+        if r["run"] in ("graph", "graph_w4") and r["comm_share"] >= 0.5:
+            other = "pipe_c16" if r["run"] == "graph" else "pipe_s4"
+            p = next((x for x in rows if (x["graph"], x["rate"], x["run"]) == (r["graph"], r["rate"], other)), None)
+            if p:
+                print(f"  graph communicates {r['comm_share']:.2f} of its epoch at {r['graph']} {r['rate']} "
+                      f"({r['setting']}): the pipeline is {r['epoch_s'] / p['epoch_s']:.2f}x faster")  # fmt: skip
+    errs = [abs(r["predicted_error"]) for r in rows if "predicted_error" in r]
+    if errs:
+        print(f"planner: {sum(e <= 0.25 for e in errs)} of {len(errs)} runs predicted within 25 % "
+              f"(worst {max(errs):.0%})")  # fmt: skip
+    return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="SBM at 200mbit, faithful graph and 16-chunk pipeline, once")
@@ -148,63 +223,25 @@ def main() -> None:
     ap.add_argument("--runs", default=",".join(RUNS))
     ap.add_argument("--oversubscribed-repeats", type=int, default=1, help="repeats of the oversubscribed runs")
     ap.add_argument("--no-predict", action="store_true", help="skip the planner's predictions")
+    ap.add_argument("--predict-from", help="a network.json of measured runs: add the planner's predictions only")
     args = ap.parse_args()
     graphs, rates, runs = args.graphs.split(","), args.rates.split(","), args.runs.split(",")
     if args.quick:
         graphs, rates, runs, args.repeats, args.no_predict = ["sbm"], ["200mbit"], ["graph", "pipe_c16"], 1, True
     folder = REPO / "experiments/results/network" if args.save else Path(args.out or tempfile.mkdtemp(prefix="net-"))
-    work = Path(tempfile.mkdtemp(prefix="bench-network-"))
-    t0, rows = time.time(), []
-    for graph in graphs:
-        for rate in rates:
-            for run in runs:
-                reps = args.repeats if RUNS[run][0] == "faithful" else min(args.repeats, args.oversubscribed_repeats)
-                ms = [measure(graph, rate, run, args, work, k) for k in range(reps)]
-                row = {"graph": graph, "rate": rate, "run": run, "setting": RUNS[run][0], "repeats": reps,
-                       **{k: statistics.median(m[k] for m in ms) for k in ("epoch_s", "comm_share", "bytes",
-                                                                          "inter_bytes", "intra_bytes")},
-                       "epoch_s_runs": [m["epoch_s"] for m in ms], "peak_memory_max": max(m["peak_memory_max"]
-                                                                                         for m in ms),
-                       "bytes_by_link": ms[0]["bytes_by_link"], "nodes": ms[0]["nodes"],
-                       "test_acc": ms[0]["test_acc"]}  # fmt: skip
-                if not args.no_predict:
-                    p = predict(graph, rate, run)
-                    row["predicted_s"] = p["epoch_time_s"]
-                    row["predicted_error"] = p["epoch_time_s"] / row["epoch_s"] - 1
-                rows.append(row)
-                pred = f" predicted {row['predicted_s']:.3f}s" if "predicted_s" in row else ""
-                print(f"{graph:5s} {rate:9s} {run:9s} epoch {row['epoch_s']:.3f}s{pred}  comm "
-                      f"{row['comm_share']:.2f}  inter {row['inter_bytes'] / 2**20:.1f} MiB  ({time.time() - t0:.0f}s)",
-                      flush=True)  # fmt: skip
-    lines, summary = {}, {}
-    if not args.no_predict:  # the planner's curves on a fine grid of rates
-        grid = [10.0 * 2 ** (k / 2) for k in range(0, 21)]
-        for graph in graphs:
-            for run in runs:
-                lines[(graph, run)] = [(r, predict(graph, f"{r:.3f}mbit", run)["epoch_time_s"]) for r in grid]
-    for graph in graphs:
-
-        def ratio_at(rate, g=graph, src="epoch_s"):
-            get = {r["run"]: r.get(src) for r in rows if r["graph"] == g and r["rate"] == rate}
-            return get["graph"] / get["pipe_c16"] if get.get("graph") and get.get("pipe_c16") else None
-
-        pts = sorted((RATE_MBIT[r], q) for r in rates if (q := ratio_at(r)) is not None)
-        cross = {"measured_mbit": crossover(pts)}
-        if (graph, "graph") in lines and (graph, "pipe_c16") in lines:
-            pred = [(r, a / b) for (r, a), (_, b) in zip(lines[(graph, "graph")], lines[(graph, "pipe_c16")],
-                                                         strict=True)]  # fmt: skip
-            cross["predicted_mbit"] = crossover(pred)
-        summary[graph] = {"crossover": cross, "graph_over_pipe_c16": dict(pts)}
-        print(f"{graph}: the pipeline (16 chunks, faithful) wins below {cross}")
-    half = [r for r in rows if r["run"] in ("graph", "graph_w4") and r["comm_share"] >= 0.5]
-    for r in half:
-        other = "pipe_c16" if r["run"] == "graph" else "pipe_s4"
-        p = next((x for x in rows if (x["graph"], x["rate"], x["run"]) == (r["graph"], r["rate"], other)), None)
-        if p:
-            print(f"  graph communicates {r['comm_share']:.2f} of its epoch at {r['graph']} {r['rate']} "
-                  f"({r['setting']}): pipeline {r['epoch_s'] / p['epoch_s']:.2f}x faster")  # fmt: skip
-    meta = {"command": " ".join(sys.argv), "epochs": args.epochs, "repeats": args.repeats, "summary": summary,
-            "seconds": time.time() - t0, "planner_lines": {f"{g}/{r}": v for (g, r), v in lines.items()}}  # fmt: skip
+    t0 = time.time()
+    if args.predict_from:
+        old = json.loads(Path(args.predict_from).read_text())
+        rows, meta = old["runs"], old["meta"]
+    else:
+        rows = measure_all(args, graphs, rates, runs, t0)
+        meta = {"command": " ".join(sys.argv), "epochs": args.epochs, "repeats": args.repeats,
+                "measure_seconds": time.time() - t0}  # fmt: skip
+    lines = {} if args.no_predict else predict_all(rows)
+    meta["summary"] = report(rows, lines)
+    meta["planner_lines"] = {f"{g}/{r}": v for (g, r), v in lines.items()}
+    if lines:
+        meta["predict_command"] = " ".join(sys.argv)
     write_runs(folder, "network", rows, meta, keys=[k for k in rows[0] if k not in ("bytes_by_link", "nodes")])
     plot(rows, lines, folder)
     print(f"results in {folder}")
