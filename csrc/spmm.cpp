@@ -161,6 +161,94 @@ at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::T
   return out;
 }
 
+namespace {
+
+template <typename S, typename I>
+void add_block(RowsFn<S, I> fn, S* __restrict__ out, int64_t d, const at::Tensor& indptr, const at::Tensor& indices,
+               const at::Tensor& values, const at::Tensor& g, const at::Tensor& rows, S alpha, std::vector<S>& tmp) {
+  // the block's rows of A_b @ g_b by the SpMM row kernel (indptr may be a view: the kernel reads rows through it),
+  // then each scaled into its output row, as spmm + index_add_ would
+  const int64_t n = rows.numel();
+  if (static_cast<int64_t>(tmp.size()) < n * d) tmp.resize(n * d);
+  fn(indptr.data_ptr<int64_t>(), indices.data_ptr<I>(), values.data_ptr<S>(), g.data_ptr<S>(), tmp.data(), 0, n, d);
+  const int64_t* r = rows.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    S* __restrict__ o = out + r[i] * d;
+    const S* __restrict__ a = tmp.data() + i * d;
+#pragma omp simd
+    for (int64_t k = 0; k < d; ++k) o[k] += alpha * a[k];
+  }
+}
+
+}  // namespace
+
+void add_blocks(at::Tensor& out, const std::vector<at::Tensor>& indptrs, const std::vector<at::Tensor>& indices,
+                const std::vector<at::Tensor>& values, const std::vector<at::Tensor>& gs,
+                const std::vector<at::Tensor>& rows, double alpha) {
+  const size_t nb = indptrs.size();
+  TORCH_CHECK(indices.size() == nb && values.size() == nb && gs.size() == nb && rows.size() == nb,
+              "gnnpipe._C.add_blocks: the block lists differ in length");
+  TORCH_CHECK(out.device().is_cpu() && out.dim() == 2 && out.is_contiguous() &&
+                  (out.scalar_type() == at::kFloat || out.scalar_type() == at::kDouble),
+              "gnnpipe._C.add_blocks: out must be a contiguous float32/float64 CPU matrix");
+  const int64_t d = out.size(1), num_out = out.size(0);
+  for (size_t b = 0; b < nb; ++b) {
+    const at::Tensor &p = indptrs[b], &ix = indices[b], &v = values[b], &g = gs[b], &r = rows[b];
+    TORCH_CHECK(p.device().is_cpu() && ix.device().is_cpu() && v.device().is_cpu() && g.device().is_cpu() &&
+                    r.device().is_cpu(),
+                "gnnpipe._C.add_blocks: CPU tensors only");
+    TORCH_CHECK(p.dim() == 1 && p.scalar_type() == at::kLong && p.is_contiguous() && p.numel() == r.numel() + 1,
+                "gnnpipe._C.add_blocks: block ", b, ": indptr must be contiguous int64 with rows + 1 entries");
+    TORCH_CHECK(r.dim() == 1 && r.scalar_type() == at::kLong && r.is_contiguous(),
+                "gnnpipe._C.add_blocks: block ", b, ": rows must be a contiguous int64 vector");
+    TORCH_CHECK(ix.dim() == 1 && ix.is_contiguous() && (ix.scalar_type() == at::kInt || ix.scalar_type() == at::kLong),
+                "gnnpipe._C.add_blocks: block ", b, ": indices must be contiguous int32/int64");
+    TORCH_CHECK(v.dim() == 1 && v.is_contiguous() && v.numel() == ix.numel() && v.scalar_type() == out.scalar_type(),
+                "gnnpipe._C.add_blocks: block ", b, ": values must be contiguous, as long as indices, of out's dtype");
+    TORCH_CHECK(g.dim() == 2 && g.is_contiguous() && g.size(1) == d && g.scalar_type() == out.scalar_type(),
+                "gnnpipe._C.add_blocks: block ", b, ": g must be a contiguous [*, d] matrix of out's dtype");
+    if (r.numel() == 0) continue;
+    const int64_t* pp = p.data_ptr<int64_t>();
+    TORCH_CHECK(pp[0] >= 0 && pp[r.numel()] <= ix.numel(), "gnnpipe._C.add_blocks: block ", b,
+                ": indptr points outside indices");
+    const int64_t* rp = r.data_ptr<int64_t>();
+    for (int64_t i = 0; i < r.numel(); ++i)
+      TORCH_CHECK(rp[i] >= 0 && rp[i] < num_out, "gnnpipe._C.add_blocks: block ", b, ": row ", rp[i], " outside out");
+    const int64_t lo = pp[0], hi = pp[r.numel()], gr = g.size(0);
+    bool ok = true;
+    if (ix.scalar_type() == at::kInt) {
+      const int32_t* q = ix.data_ptr<int32_t>();
+      for (int64_t j = lo; j < hi; ++j) ok &= q[j] >= 0 && q[j] < gr;
+    } else {
+      const int64_t* q = ix.data_ptr<int64_t>();
+      for (int64_t j = lo; j < hi; ++j) ok &= q[j] >= 0 && q[j] < gr;
+    }
+    TORCH_CHECK(ok, "gnnpipe._C.add_blocks: block ", b, ": an index is outside g's ", gr, " rows");
+  }
+  const Kernels& k = kernels();
+  if (out.scalar_type() == at::kFloat) {
+    std::vector<float> tmp;
+    for (size_t b = 0; b < nb; ++b) {
+      if (indices[b].scalar_type() == at::kInt)
+        add_block<float, int32_t>(k.f32_i32, out.data_ptr<float>(), d, indptrs[b], indices[b], values[b], gs[b],
+                                  rows[b], static_cast<float>(alpha), tmp);
+      else
+        add_block<float, int64_t>(k.f32_i64, out.data_ptr<float>(), d, indptrs[b], indices[b], values[b], gs[b],
+                                  rows[b], static_cast<float>(alpha), tmp);
+    }
+  } else {
+    std::vector<double> tmp;
+    for (size_t b = 0; b < nb; ++b) {
+      if (indices[b].scalar_type() == at::kInt)
+        add_block<double, int32_t>(k.f64_i32, out.data_ptr<double>(), d, indptrs[b], indices[b], values[b], gs[b],
+                                   rows[b], alpha, tmp);
+      else
+        add_block<double, int64_t>(k.f64_i64, out.data_ptr<double>(), d, indptrs[b], indices[b], values[b], gs[b],
+                                   rows[b], alpha, tmp);
+    }
+  }
+}
+
 bool has_openmp() {
 #ifdef _OPENMP
   return true;

@@ -17,6 +17,7 @@ from gnnpipe import kernels
 from gnnpipe.data.graph import Graph, csr_from_edges
 from gnnpipe.models import ops
 from gnnpipe.models.ops import RowCtx, SparseOp, keyed_generator
+from gnnpipe.models.sparse import add_blocks
 
 HAS_NATIVE = kernels._import_native()[0] is not None
 BACKENDS = [
@@ -131,6 +132,42 @@ def test_transpose_row_block_on_compact_rows(backend, name, prepared):
     for lo, hi in ((0, K), (K // 3, 2 * K // 3), (K - 1, K)):
         got = op.t_matmul_rows(compact, lo, hi, columns=columns)
         torch.testing.assert_close(got, full[lo:hi], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_add_blocks_equals_one_pull_at_a_time(backend, dtype):
+    """``add_blocks`` (one native call for many blocks) adds ``alpha * A^T[lo:hi] g`` into the given rows, block
+    after block (rows shared between blocks accumulate), as the per-block path does; bad indices are refused."""
+    ops = [OPERATORS[n]() for n in ("square", "external_cols", "tall", "all_empty_but_one", "gcn_symmetric")]
+    for op in ops:
+        op.prepare(dtype, torch.device("cpu"))
+    g = torch.Generator().manual_seed(3)
+    out0 = torch.randn(90, 6, generator=g, dtype=torch.float64).to(dtype)
+    blocks, expect = [], out0.double().clone()
+    for i, op in enumerate(ops):
+        R, K = op.shape
+        lo, hi = K // 4, K - i  # a row block of A^T
+        y = torch.randn(R, 6, generator=g, dtype=torch.float64)
+        rows = torch.randperm(90, generator=g)[: hi - lo]  # distinct within a block, shared across blocks
+        blocks.append((op, lo, hi, y.to(dtype), None, rows))
+        expect.index_add_(0, rows, 0.5 * (op.t_matmul_rows(y, lo, hi) if dtype == torch.float64 else
+                                          op.t_matmul_rows(y.to(dtype), lo, hi).double()))  # fmt: skip
+    out = out0.clone()
+    add_blocks(out, blocks, 0.5)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(out.double(), expect, rtol=tol, atol=tol)
+    if HAS_NATIVE and backend == "native":
+        mod = kernels.extension()
+        op = ops[0]
+        indptr, indices, values = op.native_arrays(dtype)[1]
+        bad = indices.clone()
+        bad[0] = op.shape[0] + 7  # an index past g's rows
+        with pytest.raises(RuntimeError, match="outside g"):
+            mod.add_blocks(out, [indptr], [bad], [values], [torch.zeros(op.shape[0], 6, dtype=dtype)],
+                           [torch.arange(op.shape[1])], 1.0)  # fmt: skip
+        with pytest.raises(RuntimeError, match="outside out"):
+            mod.add_blocks(out, [indptr], [indices], [values], [torch.zeros(op.shape[0], 6, dtype=dtype)],
+                           [torch.arange(op.shape[1]) + 90], 1.0)  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(OPERATORS))

@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 
 from gnnpipe import kernels
 
-__all__ = ["SparseOp"]
+__all__ = ["SparseOp", "add_blocks"]
 
 _INT32_MAX = 2**31 - 1
 
@@ -249,3 +249,29 @@ class SparseOp:
         if self._native_for(probe) is not None:
             return self.native_arrays(dtype)[1][1]
         return self.matrices(dtype, torch.device(device))[1].col_indices()
+
+
+def add_blocks(out: torch.Tensor, blocks: list[tuple], alpha: float) -> None:
+    """``out[rows] += alpha * op.t_matmul_rows(g, lo, hi, columns=columns)`` for every ``(op, lo, hi, g, columns,
+    rows)`` of ``blocks``, in order (``rows``: int64, one per row of the block, distinct within a block).
+
+    On the native kernels the blocks go in one call (``gnnpipe._C.add_blocks``): a unit's cross-chunk pulls of
+    one layer are many small products, whose per-call cost would otherwise exceed their arithmetic."""
+    todo = [b for b in blocks if b[0].nnz and b[2] > b[1]]
+    if not todo:
+        return
+    native = todo[0][0]._native_for(out)
+    if native is not None and hasattr(native, "add_blocks") and out.is_contiguous():
+        arrays = [op.native_arrays(out.dtype)[1] for op, *_ in todo]
+        native.add_blocks(
+            out,
+            [a[0][lo : hi + 1] for a, (_, lo, hi, *_) in zip(arrays, todo, strict=True)],
+            [a[1] if b[4] is None else b[4] for a, b in zip(arrays, todo, strict=True)],
+            [a[2] for a in arrays],
+            [b[3].contiguous() for b in todo],
+            [b[5] for b in todo],
+            alpha,
+        )
+        return
+    for op, lo, hi, g, columns, rows in todo:
+        out.index_add_(0, rows, op.t_matmul_rows(g, lo, hi, columns=columns), alpha=alpha)

@@ -285,8 +285,8 @@ class Comm:
                     peers.append(f"{direction} {kind} {'to' if direction == 'send' else 'from'} rank {peer}")
         if not ops:
             return []
-        try:
-            works = dist.batch_isend_irecv(ops)
+        try:  # one message (a stage transfer) needs no coalescing: post it directly, cheaper per message
+            works = [ops[0].op(ops[0].tensor, ops[0].peer)] if len(ops) == 1 else dist.batch_isend_irecv(ops)
         except Exception as e:
             raise CommError(f"rank {self.rank}: posting {', '.join(peers)} failed: {e}") from None
         pending = [(w, what, staged) for w, what in zip(works, peers, strict=True)]  # staged: kept alive

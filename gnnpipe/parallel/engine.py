@@ -11,6 +11,7 @@ pipeline (W = 1) are the two edges of this code.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import time
 from pathlib import Path
@@ -43,6 +44,21 @@ _STEP_OPS = {
     Op.LOSS_B: "loss_b", Op.AGG_B: "agg_b", Op.HALO_B: "halo_b", Op.PRE_B: "pre_b", Op.ENCODE_B: "encode_b",
     Op.SEND_GRAD: "send_grad",
 }  # fmt: skip
+
+
+@contextlib.contextmanager
+def _no_automatic_gc():
+    """No cyclic garbage collection inside an epoch: the epoch makes many small objects (actions, records), and a
+    collection triggered among them scans the whole heap at a random action, on one worker, stalling the others
+    (torchtitan's ``GarbageCollection`` does the same per step). Young objects are collected at the epoch's end."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+            gc.collect(1)
 
 
 class Engine(StageState):
@@ -152,6 +168,10 @@ class Engine(StageState):
         return lay, order, worker_schedule(order, dims=self.dims, stage=self.stage, recompute=p.recompute)
 
     def train_epoch(self, epoch: int) -> EpochStats:
+        with _no_automatic_gc():
+            return self._train_epoch(epoch)
+
+    def _train_epoch(self, epoch: int) -> EpochStats:
         t_start = time.perf_counter()
         before = self.comm.sent_by_kind()
         self.clock.reset()

@@ -22,6 +22,7 @@ from torch import nn
 
 from gnnpipe.models.deep import ModelDims, chunk_loss
 from gnnpipe.models.ops import RowCtx
+from gnnpipe.models.sparse import add_blocks
 from gnnpipe.parallel.history import GradInbox, History
 from gnnpipe.parallel.layout import Layout, Unit
 from gnnpipe.parallel.schedule import Action
@@ -304,10 +305,9 @@ class ChunkSteps:
                         inbox.post(k, t, rem.tgt[s:e] - units[t].lo, self.scale * g[s:e])
             for rows, values in inbox.take(k, u.index):
                 gz.index_add_(0, rows, values)
-            for c, s, e, rows in u.readers:  # this way's chunks that read u fresh (after it) have run their backward
-                if pos[c] > rec.pos:
-                    values, columns = inbox.use(k, c)
-                    gz.index_add_(0, rows, units[c].a_ext.t_matmul_rows(values, s, e, columns=columns), alpha=scale)
+            # this way's chunks that read u fresh (after it) have run their backward: their blocks, in one call
+            pulls = [(units[c].a_ext, s, e, *inbox.use(k, c), rows) for c, s, e, rows in u.readers if pos[c] > rec.pos]
+            add_blocks(gz, pulls, scale)
             self._keep_for_readers(rec, k, gm)
             if lr.r is not None:
                 torch.autograd.backward([lr.z, lr.r], [gz, lr.r_leaf.grad])
