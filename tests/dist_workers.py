@@ -6,8 +6,44 @@ import os
 import signal
 
 
-def run_engine_configs(cfg_dicts: list[dict], epochs: int, record_actions: bool = False) -> list[dict]:
-    """Train each config for ``epochs`` epochs on this worker; return losses, grads, weights, bytes, accuracy."""
+def record_messages(tx) -> dict:
+    """Wrap an engine's ``Transfers`` so that every training message of kind layer or graph is kept twice: the
+    rows the sender handed to it (before encoding) and the rows the receiver got back (after decoding), each
+    list in call order by (peer rank, kind). Transfers between a pair run in the same order on both sides."""
+    sent: dict = {}
+    received: dict = {}
+    real_send, real_recv, real_halo = tx.send_stage, tx.recv_stage, tx.halo
+
+    def keep(book: dict, peer: int, kind: str, tensors) -> None:
+        if kind in ("layer", "graph"):
+            book.setdefault((peer, kind), []).extend(t.detach().clone() for t in tensors)
+
+    def send_stage(to_stage, tensors, what, *, kind, layer):
+        keep(sent, tx.dims.rank(tx.way, to_stage), kind, tensors)
+        return real_send(to_stage, tensors, what, kind=kind, layer=layer)
+
+    def recv_stage(from_stage, shapes, what, *, kind, layer, bubble=False):
+        got = real_recv(from_stage, shapes, what, kind=kind, layer=layer, bubble=bubble)
+        keep(received, tx.dims.rank(tx.way, from_stage), kind, got)
+        return got
+
+    def halo(lay, unit, layer, rows, *, forward, kind="graph"):
+        got = real_halo(lay, unit, layer, rows, forward=forward, kind=kind)
+        for w2 in (w for w in range(tx.dims.ways) if w != tx.way):
+            peer = tx.dims.rank(w2, tx.stage)
+            keep(sent, peer, kind, [rows[unit.send_fwd[w2] if forward else unit.send_bwd[w2]]])
+            keep(received, peer, kind, [got[w2]])
+        return got
+
+    tx.send_stage, tx.recv_stage, tx.halo = send_stage, recv_stage, halo
+    return {"sent": sent, "received": received}
+
+
+def run_engine_configs(
+    cfg_dicts: list[dict], epochs: int, record_actions: bool = False, messages: bool = False
+) -> list[dict]:
+    """Train each config for ``epochs`` epochs on this worker; return losses, grads, weights, bytes, accuracy
+    (``messages``: also every layer/graph message as sent and as received, :func:`record_messages`)."""
     from gnnpipe.config import config_from_dict
     from gnnpipe.data import load_graph
     from gnnpipe.parallel.comm import Comm
@@ -26,6 +62,7 @@ def run_engine_configs(cfg_dicts: list[dict], epochs: int, record_actions: bool 
         plan = shared_plan(cfg, graph, comm)
         eng = Engine(cfg, plan.permute(graph), plan, comm)
         eng.record_grads = True
+        book = record_messages(eng.tx) if messages else None
         eng.executed = [] if record_actions else None
         comm.log = [] if record_actions else None
         losses = [eng.train_epoch_counted(e).loss for e in range(epochs)]
@@ -53,6 +90,7 @@ def run_engine_configs(cfg_dicts: list[dict], epochs: int, record_actions: bool 
             }
         )
         out[-1]["eval_bytes"] = comm.sent_by_kind()["eval"]  # one evaluation (above): what it sent
+        out[-1]["messages"] = book
     if comm is not None:
         comm.close()
     return out
