@@ -17,6 +17,9 @@ load from other jobs hits both alike; we report medians. Memory: the graph is wr
 (dataset ``npz``), then builds its side and trains; ``gnnpipe.memory.MemoryProbe`` gives the peak RSS of that
 phase and its growth over the RSS after loading the graph (what the side itself needs: operator,
 activations, optimizer; the probe resets the kernel's peak after loading, so loading's temporaries do not count).
+
+Writes nothing unless asked (the tree stays clean): ``--save`` writes ``experiments/results/bench_single/``,
+``--out DIR`` that folder; either way ``bench_single.json``, ``.csv`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from gnnpipe.memory import MemoryProbe  # noqa: E402
 from gnnpipe.models.deep import build_model  # noqa: E402
 from gnnpipe.train.executor import SingleDeviceExecutor  # noqa: E402
 
-DEFAULT_OUT = REPO / "experiments" / "results" / "bench_single"
+SAVE_DIR = REPO / "experiments" / "results" / "bench_single"  # --save; without --save or --out nothing is written
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,9 @@ def measure_memory(side: str, bench: BenchConfig, graph_file: Path) -> dict[str,
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_benchmark(bench: BenchConfig, out: Path, *, memory: bool = True, command: str = "") -> dict:
-    """Build the graph and both sides, check they agree, time them interleaved, measure memory, write files."""
+def run_benchmark(bench: BenchConfig, out: Path | None, *, memory: bool = True, command: str = "") -> dict:
+    """Build the graph and both sides, check they agree, time them interleaved, measure memory, and write the
+    files into ``out`` (None: write nothing)."""
     t0 = time.perf_counter()
     graph = make_graph(bench)
     print(f"graph: {graph.name} N={graph.num_nodes} E={graph.num_edges} ({time.perf_counter() - t0:.1f} s)")
@@ -183,7 +187,7 @@ def run_benchmark(bench: BenchConfig, out: Path, *, memory: bool = True, command
         f"median of per-round ratios ours/PyG: {result['paired_ratio_median']:.2f}, cpu ratio {result['cpu_ratio']:.2f}"
     )
     title = f"GCNII L={bench.layers} H={bench.hidden}, {bench.generator} N={bench.nodes:,} E={bench.edges:,}"
-    for p in write_results(out, result, times, f"{title}, {result['threads']} threads"):
+    for p in write_results(out, result, times, f"{title}, {result['threads']} threads") if out is not None else ():
         print(f"wrote {p}")
     print(f"ratio={result['ratio']:.2f}")
     return result
@@ -210,7 +214,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     p.add_argument("--generator", choices=("powerlaw", "sbm"), default=d.generator)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="0: torch's default")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    where = p.add_mutually_exclusive_group()  # neither: print only, write nothing (the tree stays clean)
+    where.add_argument("--save", action="store_true", help=f"write results to {SAVE_DIR.relative_to(REPO)}/")
+    where.add_argument("--out", type=Path, help="write results to this folder")
     p.add_argument("--no-memory", action="store_true", help="skip the per-side memory subprocesses")
     p.add_argument("--memory-of", choices=SIDES, help=argparse.SUPPRESS)  # internal: the memory child
     p.add_argument("--graph-file", type=Path, help=argparse.SUPPRESS)
@@ -246,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     args = sys.argv[1:] if argv is None else argv
     command = " ".join([".venv/bin/python", "experiments/bench_single.py", *args])
-    return run_benchmark(bench, a.out, memory=not a.no_memory, command=command)
+    return run_benchmark(bench, SAVE_DIR if a.save else a.out, memory=not a.no_memory, command=command)
 
 
 if __name__ == "__main__":

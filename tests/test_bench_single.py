@@ -75,6 +75,19 @@ def test_benchmark_writes_results_and_prints_ratio_last(bench, tmp_path, capsys)
     assert (tmp_path / "bench_single.png").stat().st_size > 0
 
 
+def test_writes_only_with_save_or_out(bench, tmp_path, monkeypatch, capsys):
+    """Without --save or --out the benchmark prints and writes nothing (issue 22: benches never dirty the tree)."""
+    assert (bench.parse_args([])[1].out, bench.parse_args([])[1].save) == (None, False)
+    assert bench.parse_args(["--save"])[1].save and bench.parse_args(["--out", "x"])[1].out == Path("x")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--save", "--out", "x"])
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    bench.run_benchmark(small(bench, layers=2, nodes=300, edges=2000), None, memory=False, command="test")
+    assert sorted(tmp_path.rglob("*")) == before and "wrote" not in capsys.readouterr().out
+
+
 def test_memory_child_runs_in_process_on_the_saved_graph_and_its_arguments_round_trip(bench, tmp_path):
     cfg = small(bench, layers=2)
     assert bench.parse_args(bench._bench_args(cfg))[0] == cfg  # what measure_memory hands its child
