@@ -64,6 +64,8 @@ def print_summary(s: RunSummary, world: int, out: Callable[[str], None]) -> None
         out(f"  {kind:<7} {format_bytes(m):>12} | {format_bytes(a):>12}")
     total = sum(s.comm_bytes_per_epoch.values())
     out(f"  {'total':<7} {format_bytes(total):>12}")
+    if s.comm_bytes_per_epoch["weight"]:  # comm.py books the all-reduce; what gloo's algorithm sends is not seen
+        out("  (weight: modelled, not measured -- the all-reduce counted as 2(n-1)/n of its buffer per worker)")
     if len(s.nodes) > 1:
         out(f"Nodes: {describe_nodes(s.nodes)}")
     if len(set(s.nodes)) > 1 and s.bytes_by_link:
