@@ -29,10 +29,10 @@ CITESEER = {"name": "citeseer"}
 SBM = {"name": "sbm", "num_nodes": 300, "avg_degree": 8.0, "num_features": 24, "num_classes": 4, "seed": 3}
 
 
-def cfg_dict(arch: str, ways: int, stages: int, chunks: int, dataset=CITESEER, **parallel) -> dict:
+def cfg_dict(arch: str, ways: int, stages: int, chunks: int, dataset=CITESEER, dropout=0.0, **parallel) -> dict:
     return {
         "dataset": dataset,
-        "model": {"arch": arch, "layers": 8, "hidden": 16, "dropout": 0.0},
+        "model": {"arch": arch, "layers": 8, "hidden": 16, "dropout": dropout},
         "parallel": {"ways": ways, "stages": stages, "chunks": chunks, **parallel},
         "train": {"dtype": "float64", "epochs": EPOCHS, "seed": 5},
     }
@@ -147,6 +147,13 @@ def test_single_stage_pipeline_equals_reference(chunks):
 
 
 # ---------------------------------------------------------------------------------------------- 2 workers
+# Dropout 0.5: masks are keyed by (seed, epoch, site, chunk), not by worker or stage, so graph, pipeline and hybrid
+# runs equal the reference (not single-device training: its one chunk draws other masks), and runs that differ
+# only in the stage count equal each other (test_dropout_does_not_depend_on_the_stage_count).
+DROPOUT2 = [cfg_dict("gcnii", 2, 1, 2, dropout=0.5), cfg_dict("resgcn", 1, 2, 8, dropout=0.5)]
+DROPOUT2 += [cfg_dict("gcnii", 1, 2, 8, dropout=0.5), cfg_dict("gcnii", 2, 1, 8, dropout=0.5)]
+DROPOUT4 = [cfg_dict("gcnii", 4, 1, 4, dropout=0.5), cfg_dict("resgcn", 1, 4, 8, dropout=0.5)]
+DROPOUT4 += [cfg_dict("gcnii", 1, 4, 8, dropout=0.5), cfg_dict("gcnii", 2, 2, 8, dropout=0.5)]
 WORLD2 = (
     [cfg_dict(a, 2, 1, 2, ds) for a in ARCHS for ds in (CITESEER, SBM)]  # graph parallelism
     + [cfg_dict(a, 1, 2, 1) for a in ARCHS]  # 1-chunk pipeline
@@ -156,6 +163,7 @@ WORLD2 = (
     + [cfg_dict(a, 1, 2, 8, recompute=True) for a in ARCHS]  # recompute equals the run without it
     + [cfg_dict("resgcn", 2, 1, 8, SBM, recompute=True)]
     + [cfg_dict("gcnii", 1, 2, 8, warmup_exact_epochs=1), cfg_dict("gcn", 2, 1, 8, SBM, warmup_exact_epochs=1)]
+    + DROPOUT2
 )
 
 
@@ -180,7 +188,7 @@ def world2():
 def test_world2_equals_reference(world2, i):
     d = WORLD2[i]
     p = d["parallel"]
-    exact = p["chunks"] == p["ways"]  # one position: no historical reads
+    exact = p["chunks"] == p["ways"] and d["model"]["dropout"] == 0  # one position: no historical reads
     assert_equal_to_reference(d, world2[i], single_device=exact and d["dataset"] is CITESEER)
 
 
@@ -220,6 +228,8 @@ WORLD4 = (
     + [cfg_dict(a, 2, 2, 8) for a in ARCHS]  # hybrid
     + [cfg_dict("gcnii", 1, 4, 16, recompute=True), cfg_dict("sage", 2, 2, 8, recompute=True)]
     + [cfg_dict(a, 2, 2, 8, placement="ways") for a in ("gcnii", "sage")]  # a stage's ways share a node
+    + [cfg_dict("gcnii", 2, 2, 8, warmup_exact_epochs=1), cfg_dict("gcnii", 2, 2, 8, recompute=True)]
+    + DROPOUT4
 )
 
 
@@ -233,7 +243,8 @@ def world4():
 def test_world4_equals_reference(world4, i):
     d = WORLD4[i]
     p = d["parallel"]
-    assert_equal_to_reference(d, world4[i], single_device=p["chunks"] == p["ways"] and d["dataset"] is CITESEER)
+    exact = p["chunks"] == p["ways"] and d["model"]["dropout"] == 0
+    assert_equal_to_reference(d, world4[i], single_device=exact and d["dataset"] is CITESEER)
 
 
 def test_hybrid_does_not_depend_on_stages(world2, world4):
@@ -242,6 +253,28 @@ def test_hybrid_does_not_depend_on_stages(world2, world4):
     s2 = world4[WORLD4.index(cfg_dict("gcnii", 2, 2, 8))][0]["losses"]
     for a, b in zip(s1, s2, strict=True):
         assert abs(a - b) <= 1e-9 * abs(b)
+
+
+def test_dropout_does_not_depend_on_the_stage_count(world2, world4):
+    """Dropout 0.5 (keyed masks): the same ways and chunks on 1, 2 or 4 stages compute the same losses and
+    weights (each also equals the reference above), and dropout changes the run."""
+    for ways, arch, runs in (
+        (1, "gcnii", [world2[WORLD2.index(cfg_dict("gcnii", 1, 2, 8, dropout=0.5))],
+                      world4[WORLD4.index(cfg_dict("gcnii", 1, 4, 8, dropout=0.5))]]),
+        (1, "resgcn", [world2[WORLD2.index(cfg_dict("resgcn", 1, 2, 8, dropout=0.5))],
+                       world4[WORLD4.index(cfg_dict("resgcn", 1, 4, 8, dropout=0.5))]]),
+        (2, "gcnii", [world2[WORLD2.index(cfg_dict("gcnii", 2, 1, 8, dropout=0.5))],
+                      world4[WORLD4.index(cfg_dict("gcnii", 2, 2, 8, dropout=0.5))]]),
+    ):  # fmt: skip
+        for a, b in zip(runs[0][0]["losses"], runs[1][0]["losses"], strict=True):
+            assert abs(a - b) <= 1e-9 * abs(b), (ways, arch, a, b)
+        merged = [{n: q for res in group for n, q in res["params"].items()} for group in runs]
+        assert merged[0].keys() == merged[1].keys()
+        for n in merged[0]:
+            assert rel(merged[0][n], merged[1][n]) < 1e-9, (ways, arch, n)
+    plain = world4[WORLD4.index(cfg_dict("gcnii", 2, 2, 8))][0]["losses"]
+    dropped = world4[WORLD4.index(cfg_dict("gcnii", 2, 2, 8, dropout=0.5))][0]["losses"]
+    assert all(abs(a - b) > 1e-6 * abs(b) for a, b in zip(plain, dropped, strict=True))
 
 
 def test_placement_ways_equals_stages(world4):
@@ -309,22 +342,39 @@ def expected_transfer(d: ParallelDims, rank: int, act: Action) -> tuple:
     }[act.op]
 
 
-@pytest.mark.parametrize(
-    "degrees", [(1, 4, 16), (2, 2, 8), (2, 2, 8, "ways")], ids=["pipeline-4-stages", "hybrid-2x2", "hybrid-2x2-ways"]
-)
-def test_lockstep_every_worker_runs_exactly_its_schedule(world4, degrees):
-    """What each worker executed, and every transfer it made, is what ``worker_schedule`` / ``eval_schedule`` say."""
-    d_cfg = cfg_dict("gcnii", *degrees[:3], **({"placement": degrees[3]} if len(degrees) > 3 else {}))
+LOCKSTEP = {
+    "pipeline-4-stages": cfg_dict("gcnii", 1, 4, 16),
+    "hybrid-2x2": cfg_dict("gcnii", 2, 2, 8),
+    "hybrid-2x2-ways": cfg_dict("gcnii", 2, 2, 8, placement="ways"),
+    "pipeline-4-stages-recompute": cfg_dict("gcnii", 1, 4, 16, recompute=True),
+    "hybrid-2x2-recompute": cfg_dict("gcnii", 2, 2, 8, recompute=True),
+    "hybrid-2x2-warmup-exact": cfg_dict("gcnii", 2, 2, 8, warmup_exact_epochs=1),
+}
+
+
+@pytest.mark.parametrize("name", LOCKSTEP)
+def test_lockstep_every_worker_runs_exactly_its_schedule(world4, name):
+    """What each worker executed, and every transfer it made, is what ``worker_schedule`` / ``eval_schedule`` say.
+    Recompute: every chunk's backward starts with one RECOMPUTE. Warm-up-exact: the first epoch runs one unit
+    per way (the whole way's rows, order [0]), the next the chunks in their order."""
+    d_cfg = LOCKSTEP[name]
     cfg = config_from_dict(d_cfg)
+    p = cfg.parallel
     d = ParallelDims.from_config(cfg)
+    positions = [1 if e < p.warmup_exact_epochs else d.chunks_per_way for e in range(EPOCHS)]
     for rank, res in enumerate(world4[WORLD4.index(d_cfg)]):
         stage = d.coords(rank)[1]
-        want = [a for order in res["orders"] for a in worker_schedule(order, dims=d, stage=stage)]
+        assert [len(order) for order in res["orders"]] == positions, res["orders"]
+        want = [
+            a for order in res["orders"] for a in worker_schedule(order, dims=d, stage=stage, recompute=p.recompute)
+        ]
         want += eval_schedule(d.chunks_per_way, dims=d, stage=stage)
         assert res["executed"] == [str(a) for a in want], f"rank {rank} ran something else than its schedule"
         transfers = [expected_transfer(d, rank, a) for a in want if a.op in COMM_OPS]
         assert [tuple(x) for x in res["comm_log"]] == transfers, f"rank {rank}: transfers differ from the schedule"
-        assert sum(a.op == Op.HALO for a in want) == (EPOCHS * 8 // d.ways * 8 // d.stages if d.ways > 1 else 0)
+        layers = d.layer_counts[stage]
+        assert sum(a.op == Op.HALO for a in want) == (sum(positions) * layers if d.ways > 1 else 0)
+        assert sum(a.op == Op.RECOMPUTE for a in want) == (sum(positions) if p.recompute else 0)
 
 
 # ---------------------------------------------------------------------------------------------- memory
