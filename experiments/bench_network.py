@@ -141,9 +141,15 @@ def measure_all(args, graphs, rates, runs, t0: float) -> list[dict]:
     rows = []
     for graph in graphs:
         for rate in rates:
+            # repeats interleaved (round k of every run, then round k + 1): the machine's speed drifts over minutes,
+            # and the ratios between runs at one rate are what the table is about
+            got: dict[str, list[dict]] = {run: [] for run in runs}
+            for k in range(args.repeats):
+                for run in runs:
+                    if k < (args.repeats if RUNS[run][0] == "faithful" else args.oversubscribed_repeats):
+                        got[run].append(measure(graph, rate, run, args, work, k))
             for run in runs:
-                reps = args.repeats if RUNS[run][0] == "faithful" else min(args.repeats, args.oversubscribed_repeats)
-                ms = [measure(graph, rate, run, args, work, k) for k in range(reps)]
+                ms, reps = got[run], len(got[run])
                 row = {"graph": graph, "rate": rate, "run": run, "setting": RUNS[run][0], "repeats": reps,
                        **{k: statistics.median(m[k] for m in ms) for k in ("epoch_s", "comm_share", "bytes",
                                                                           "inter_bytes", "intra_bytes")},
