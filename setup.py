@@ -4,6 +4,9 @@ The extension is optional: when torch cannot be imported at build time (pip's bu
 passes ``--no-build-isolation``), or compiling fails, the package installs without it and runs on the
 pure-torch kernels. The reason is written to ``build/gnnpipe_C.status`` for ``gnnpipe info``.
 Set ``GNNPIPE_BUILD_EXT=0`` to skip the build.
+
+Either way the C++ sources travel inside the package (``gnnpipe/_csrc/``, copied by ``build_py``), so an
+install without the extension builds it on first use (``gnnpipe/kernels_build.py``).
 """
 
 import os
@@ -11,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 STATUS = ROOT / "build" / "gnnpipe_C.status"
@@ -65,7 +69,20 @@ def _extension():
     return [ext], {"build_ext": OptionalBuildExtension}  # ninja (parallel compiles) when installed
 
 
+class BuildPyWithSources(build_py):
+    """Copy csrc/ into the built package as gnnpipe/_csrc/ (what kernels_build.py compiles on first use)."""
+
+    def run(self):
+        super().run()
+        dst = Path(self.build_lib) / "gnnpipe" / "_csrc"
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in sorted((ROOT / "csrc").iterdir()):
+            if f.suffix in (".cpp", ".h", ".inc"):
+                self.copy_file(str(f), str(dst / f.name))
+
+
 ext_modules, cmdclass = _extension()
+cmdclass = {**cmdclass, "build_py": BuildPyWithSources}
 
 setup(
     name="gnnpipe",

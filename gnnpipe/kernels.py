@@ -1,7 +1,9 @@
 """Which aggregation/dropout kernels run: the C++ extension ``gnnpipe._C`` (csrc/) or pure torch, and why.
 
-``pip install -e .`` compiles csrc/ when torch and a C++ compiler are present (setup.py); without it the
-package runs on torch's kernels. The choice is made once per process:
+``pip install -e .`` compiles csrc/ when torch and a C++ compiler are present (setup.py). An install without
+the extension (e.g. ``pip install .`` under build isolation) builds it on first use into a cache keyed by the
+torch version and the sources (``kernels_build.py``); where that cannot work (no compiler, no ninja), the
+package runs on torch's kernels after a one-line notice. The choice is made once per process:
 
 * ``GNNPIPE_KERNELS=torch``  -- pure torch, even if the extension is built;
 * ``GNNPIPE_KERNELS=native`` -- the extension; an error (naming the reason) if it cannot be imported;
@@ -14,6 +16,7 @@ the torch path, whatever the backend. :func:`use` forces a backend in-process (t
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,12 +69,19 @@ def _import_native() -> tuple[ModuleType | None, str]:
 
             _import_result = (_C, "")
         except ImportError as e:
-            why = f"gnnpipe._C not importable ({e})"
+            from gnnpipe.kernels_build import build_on_first_use
+
+            mod, built_why = build_on_first_use()
+            if mod is not None:
+                _import_result = (mod, "")
+                return _import_result
+            why = f"gnnpipe._C not importable ({e}); {built_why}"
             if _BUILD_STATUS.is_file():
                 status = _BUILD_STATUS.read_text().strip().splitlines()
                 if status and status[0] != "built":
                     why += f"; last build: {status[0]}"
-            _import_result = (None, why + "; rebuild with `pip install --no-build-isolation --no-deps -e .`")
+            _import_result = (None, why)
+            print(f"gnnpipe: native kernels unavailable, using torch's: {built_why}", file=sys.stderr, flush=True)
     return _import_result
 
 
@@ -86,7 +96,8 @@ def _resolve(requested: str, origin: str) -> Backend:
         if requested == "native":
             raise KernelError(f"{origin} asks for the native kernels but {why}")
         return Backend("torch", why, None)
-    return Backend("native", f"forced by {origin}" if requested == "native" else "built extension found", mod)
+    how = "built extension found" if mod.__name__ == "gnnpipe._C" else "built on first use"
+    return Backend("native", f"forced by {origin}" if requested == "native" else how, mod)
 
 
 def backend() -> Backend:
