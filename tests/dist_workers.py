@@ -65,7 +65,7 @@ def run_engine_configs(
         book = record_messages(eng.tx) if messages else None
         eng.executed = [] if record_actions else None
         comm.log = [] if record_actions else None
-        losses = [eng.train_epoch_counted(e).loss for e in range(epochs)]
+        losses = [eng.train_epoch(e).loss for e in range(epochs)]
         vol = volume_of(cfg, graph, plan)
         params = {n: q.detach().clone() for n, q in eng.named_stage_parameters().items()}
         out.append(

@@ -38,13 +38,13 @@ def train_worker(cfg_dict: dict, run_dir: str, resume: bool) -> dict:
     cfg = config_from_dict(cfg_dict, "test")
     ex = make_executor(cfg)
     ran: list[int] = []
-    real = ex.train_epoch_counted
+    real = ex.train_epoch
 
     def counted(epoch: int):
         ran.append(epoch)
         return real(epoch)
 
-    ex.train_epoch_counted = counted
+    ex.train_epoch = counted
     try:
         s = train(cfg, ex, run_dir=run_dir, print_fn=lambda line: None, resume=resume)
         return {"losses": s.losses, "evals": s.evals, "test_acc": s.test_acc, "weights": ex.snapshot(), "ran": ran}

@@ -25,8 +25,9 @@ from gnnpipe.models.deep import build_model
 from gnnpipe.models.ops import RowCtx
 from gnnpipe.parallel.comm import TRAIN_KINDS, Comm
 from gnnpipe.parallel.evaluate import Evaluator
-from gnnpipe.parallel.history import GradInbox, History, history_dtype
+from gnnpipe.parallel.history import GradInbox, History, history_dtype, separate_snapshot
 from gnnpipe.parallel.layout import Layout, build_layout, chunk_groups, exact_groups, prepare_operators
+from gnnpipe.parallel.nodes import LINKS
 from gnnpipe.parallel.schedule import BACKWARD_OPS, Action, Op, position_order, worker_schedule
 from gnnpipe.parallel.state import StageState
 from gnnpipe.parallel.step import ChunkRecord, ChunkSteps, StageModel
@@ -106,7 +107,8 @@ class Engine(StageState):
         self.row0, row1 = plan.way_range(self.way)
         hist_dtype = history_dtype(p.history_dtype, self.dtype)
         # the forward reads the history in place unless it is a separate snapshot or narrower than the model
-        direct = p.history_period == 1 and p.history_momentum == 0 and hist_dtype == self.dtype and not p.recompute
+        direct = not separate_snapshot(p.history_period, p.history_momentum) and hist_dtype == self.dtype
+        direct = direct and not p.recompute
         self.layout = build_layout(
             plan, csr, g.train_mask, way=self.way, groups=chunk_groups(plan), device=self.device, direct_history=direct
         )
@@ -143,6 +145,7 @@ class Engine(StageState):
         )  # fmt: skip
         self.evaluator = Evaluator(self.stage_model, self.tx, self.layout, x=x, y=y, masks=self.masks)
         self.epoch_bytes: dict[str, float] = dict.fromkeys(TRAIN_KINDS, 0.0)
+        self.link_bytes = {k: dict.fromkeys(LINKS, 0.0) for k in TRAIN_KINDS}  # the last epoch's, by link
         self.record_grads = False
         self.last_grads: dict[str, torch.Tensor] = {}
         self.executed: list[Action] | None = None  # set to [] to record every action run (lockstep tests)
@@ -173,7 +176,7 @@ class Engine(StageState):
 
     def _train_epoch(self, epoch: int) -> EpochStats:
         t_start = time.perf_counter()
-        before = self.comm.sent_by_kind()
+        before = self.comm.sent_by_link()
         self.clock.reset()
         self.tx.begin_epoch(epoch)
         tracing = self._trace_epochs > 0 and epoch >= self.cfg.train.warmup_epochs
@@ -183,8 +186,7 @@ class Engine(StageState):
         pos_of = torch.empty(len(order), dtype=torch.int64, device=self.device)
         pos_of[torch.tensor(order, device=self.device)] = torch.arange(len(order), device=self.device)
         steps = self.steps
-        steps.layout, steps.pos_of, steps.tx_positions = lay, pos_of, len(order)
-        steps.pos_list = pos_of.tolist()
+        steps.layout, steps.pos_list, steps.tx_positions = lay, pos_of.tolist(), len(order)
         for mod in (steps.m.encoder, *steps.m.layers, steps.m.head):
             if mod is not None:
                 mod.train()
@@ -200,8 +202,9 @@ class Engine(StageState):
         assert not recs, f"chunks left unfinished: {sorted(recs)}"
         self.hist.end_epoch(epoch)
         self.inbox.end_epoch()
-        after = self.comm.sent_by_kind()
-        self.epoch_bytes = {k: after[k] - before[k] for k in TRAIN_KINDS}
+        after = self.comm.sent_by_link()
+        self.link_bytes = {k: {ln: after[k][ln] - before[k][ln] for ln in after[k]} for k in TRAIN_KINDS}
+        self.epoch_bytes = {k: sum(self.link_bytes[k].values()) for k in TRAIN_KINDS}
         return EpochStats(loss=float(self._loss_sum), time=time.perf_counter() - t_start, breakdown=dict(self.clock.t))
 
     def _run(self, actions, recs, lay, pos_of, epoch, saved) -> None:
@@ -283,6 +286,14 @@ class Engine(StageState):
         comes from the profiler: :func:`gnnpipe.profile.volumes.volume_of`)."""
         per_rank = self.comm.all_gather_object(self.epoch_bytes)
         return {k: int(round(sum(r[k] for r in per_rank))) for k in TRAIN_KINDS}
+
+    def comm_bytes_by_link(self) -> dict[str, dict[str, int]]:
+        """The same, split by whether the two ranks share a node (DESIGN §4): ``{kind: {intra, inter}}``."""
+        per_rank = self.comm.all_gather_object(self.link_bytes)
+        return {k: {ln: int(round(sum(r[k][ln] for r in per_rank))) for ln in d} for k, d in self.link_bytes.items()}
+
+    def node_of_rank(self) -> list[int]:
+        return list(self.comm.node_of_rank)
 
     def peak_memory(self) -> list[int]:
         """Every worker's peak resident memory since its probe started (the largest phase peak)."""

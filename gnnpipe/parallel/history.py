@@ -24,7 +24,12 @@ import torch
 
 from gnnpipe.models.sparse import SparseOp
 
-__all__ = ["GradInbox", "History", "history_dtype"]
+__all__ = ["GradInbox", "History", "history_dtype", "separate_snapshot"]
+
+
+def separate_snapshot(period: int, momentum: float) -> bool:
+    """Whether historical reads need a snapshot ``H`` apart from ``Z`` (else they read ``Z`` itself, in place)."""
+    return period > 1 or momentum > 0
 
 
 def history_dtype(name: str, model_dtype: torch.dtype) -> torch.dtype:
@@ -53,7 +58,7 @@ class History:
         self.widths = list(widths)
         self.grad_rows = num_nodes if grad_rows is None else grad_rows
         self.Z = [torch.zeros(num_nodes, d, dtype=dtype, device=device) for d in widths]
-        self.separate = period > 1 or momentum > 0
+        self.separate = separate_snapshot(period, momentum)
         self.H = [z.clone() for z in self.Z] if self.separate else self.Z
         self.G: list[torch.Tensor | None] = [None for _ in widths]
         self.grad_bytes_max = 0  # largest bytes of gradient buffers held at once (0: never needed)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch.multiprocessing as mp
 
+from gnnpipe.parallel.nodes import block_nodes
+
 __all__ = ["SpawnError", "WorkerResult", "free_port", "run_workers"]
 
 
@@ -40,7 +42,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(rank: int, world: int, port: int, fn, args, queue, threads: int, log_dir: str | None, nodes: int) -> None:
+def _entry(rank: int, world: int, port: int, fn, args, queue, threads: int, log_dir: str | None, node: int) -> None:
     if log_dir is not None:  # this worker's stdout and stderr (incl. C++ and os._exit paths) to rank<k>.log
         fd = os.open(os.path.join(log_dir, f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
@@ -52,7 +54,7 @@ def _entry(rank: int, world: int, port: int, fn, args, queue, threads: int, log_
         LOCAL_WORLD_SIZE=str(world),
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
-        GROUP_RANK=str(rank // (world // nodes)),  # the node, as torchrun's agent sets it (DESIGN §4)
+        GROUP_RANK=str(node),  # the node, as torchrun's agent sets it (DESIGN §4)
     )
     import torch
 
@@ -102,15 +104,14 @@ def run_workers(
     does not set ``OMP_NUM_THREADS``). ``nodes``: pretend the workers run on that many nodes, ``world / nodes``
     consecutive ranks each (torchrun's ``GROUP_RANK``): bytes by link count as on such a cluster.
     """
-    if nodes < 1 or world % nodes:
-        raise ValueError(f"{world} workers cannot be spread evenly over {nodes} nodes")
+    node_of = block_nodes(world, nodes)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = free_port()
     force = threads is not None
     threads = max(1, threads if force else (os.cpu_count() or 1) // world)
     procs = [
-        ctx.Process(target=_entry, args=(r, world, port, fn, args, queue, threads, log_dir, nodes), daemon=True)
+        ctx.Process(target=_entry, args=(r, world, port, fn, args, queue, threads, log_dir, node_of[r]), daemon=True)
         for r in range(world)
     ]
     _start(procs, threads, force)

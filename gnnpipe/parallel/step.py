@@ -285,14 +285,8 @@ class ChunkSteps:
         ways' readers at this position now, earlier ones through the inbox, and this way's later chunks (whose
         ``g(m)`` the inbox kept) block by block, scaled -- then back through ``pre``."""
         k, u = self._k(a), rec.unit
-        lr, gm, units, pos, inbox, scale = (
-            rec.layers[k],
-            rec.gm,
-            self.layout.units,
-            self.pos_list,
-            self.inbox,
-            self.scale,
-        )
+        lr, gm, units, inbox = rec.layers[k], rec.gm, self.layout.units, self.inbox
+        pos, scale = self.pos_list, self.scale
         with self.clock.phase("compute", f"B c{u.index} L{a.layer} agg+pre"):
             gz = u.a_in.t_matmul(gm)
             for w2, rows in lr.received.items():  # other ways' reads of this way's rows at this position
@@ -302,7 +296,7 @@ class ChunkSteps:
                     if t == u.index:
                         gz.index_add_(0, rem.tgt[s:e] - u.lo, g[s:e])
                     elif pos[t] < rec.pos:
-                        inbox.post(k, t, rem.tgt[s:e] - units[t].lo, self.scale * g[s:e])
+                        inbox.post(k, t, rem.tgt[s:e] - units[t].lo, scale * g[s:e])
             for rows, values in inbox.take(k, u.index):
                 gz.index_add_(0, rows, values)
             # this way's chunks that read u fresh (after it) have run their backward: their blocks, in one call

@@ -29,6 +29,12 @@ __all__ = ["Clock", "Transfers", "COMPRESSED_KINDS"]
 COMPRESSED_KINDS = ("layer", "graph")  # training traffic; eval stays exact
 
 
+def _one_message(wires: list[torch.Tensor]) -> bool:
+    """Whether a stage transfer's wire tensors go as one flat message: several of one dtype. Sender and receiver
+    decide alike (the same shapes and codec give the same wire dtypes)."""
+    return len(wires) > 1 and len({w.dtype for w in wires}) == 1
+
+
 class Clock:
     """Seconds per breakdown key of the current epoch, and (when enabled) trace spans."""
 
@@ -95,7 +101,7 @@ class Transfers:
         with self.clock.phase("comm_layer", f"send {what} -> stage {to_stage}"):
             self.comm.wait_all(self._pending.pop(peer, []))
             wires = [self._encode(t, kind) for t in tensors]
-            if len(wires) > 1 and len({w.dtype for w in wires}) == 1:  # one message (h with GCNII's h0)
+            if _one_message(wires):  # h with GCNII's h0
                 wires = [torch.cat([w.reshape(-1) for w in wires])]
             self._pending_bytes[peer] = sum(t.numel() * t.element_size() for t in wires)
             self._in_flight(0)
@@ -109,7 +115,7 @@ class Transfers:
         peer = self.dims.rank(self.way, from_stage)
         bufs = [self._wire(shape, kind) for shape in shapes]
         wire = bufs
-        if len(bufs) > 1 and len({b.dtype for b in bufs}) == 1:  # sent as one message (send_stage): views of it
+        if _one_message(bufs):  # sent as one message (send_stage): views of it
             flat = bufs[0].new_empty(sum(b.numel() for b in bufs))
             bufs = [v.view(b.shape) for v, b in zip(flat.split([b.numel() for b in bufs]), bufs, strict=True)]
             wire = [flat]

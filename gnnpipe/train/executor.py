@@ -69,7 +69,6 @@ class Executor:
     world_size: int = 1
     analytic_bytes: dict[str, int] = {"layer": 0, "graph": 0, "weight": 0}  # the profiler's formula (run.py)
     analytic_by_link: dict[str, dict[str, int]] | None = None  # its intra/inter-node split (run.py)
-    link_bytes: dict[str, dict[str, float]] | None = None  # this worker's last counted epoch by kind and link
     probe: MemoryProbe | None = None  # per-phase peak memory of this worker
     saved_bytes: dict[str, int] | None = None  # measured in the first epoch (SavedTensors)
 
@@ -100,28 +99,14 @@ class Executor:
         """``{layer, graph, weight}``: cluster-wide bytes of the last training epoch, measured by comm.py."""
         return {"layer": 0, "graph": 0, "weight": 0}
 
-    def train_epoch_counted(self, epoch: int) -> EpochStats:
-        """:meth:`train_epoch`, keeping this worker's bytes of it by kind and link (``Comm.sent_by_link``)."""
-        comm = getattr(self, "comm", None)  # a multi-worker executor's parallel/comm.py Comm
-        before = comm.sent_by_link() if comm is not None else None
-        s = self.train_epoch(epoch)
-        if before is not None:
-            after = comm.sent_by_link()
-            self.link_bytes = {k: {ln: after[k][ln] - before[k][ln] for ln in after[k]} for k in BYTE_KINDS}
-        return s
-
     def comm_bytes_by_link(self) -> dict[str, dict[str, int]]:
-        """``{kind: {intra, inter}}``: cluster-wide bytes of the last :meth:`train_epoch_counted`, measured by
-        comm.py, split by whether the two ranks share a node (DESIGN §4). Collective."""
-        comm = getattr(self, "comm", None)
-        mine = self.link_bytes or {k: {"intra": 0.0, "inter": 0.0} for k in BYTE_KINDS}
-        per_rank = comm.all_gather_object(mine) if comm is not None else [mine]
-        return {k: {ln: int(round(sum(r[k][ln] for r in per_rank))) for ln in mine[k]} for k in BYTE_KINDS}
+        """``{kind: {intra, inter}}``: the last training epoch's :meth:`comm_bytes_per_epoch` split by whether the
+        two ranks share a node (DESIGN §4). Collective."""
+        return {k: {"intra": 0, "inter": 0} for k in BYTE_KINDS}
 
     def node_of_rank(self) -> list[int]:
         """The node of every rank (setup learnt them: torchrun's node rank, or the host)."""
-        comm = getattr(self, "comm", None)
-        return list(comm.node_of_rank) if comm is not None else [0]
+        return [0]
 
     def peak_memory(self) -> list[int]:
         """Peak memory of every worker, in bytes (rank order)."""

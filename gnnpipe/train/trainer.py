@@ -267,7 +267,7 @@ def _epoch(cfg, executor, epoch: int, st: LoopState, out, guard, on_phase, progr
     stats, evals, rows = st.stats, st.evals, st.rows
     on_phase(f"epoch {epoch} (train)")
     guard.bad = None
-    s = executor.train_epoch_counted(epoch)
+    s = executor.train_epoch(epoch)
     stats.append(s)
     bad = _check_finite(cfg, epoch, s.loss, guard, st.skipped)
     st.skipped = st.skipped + 1 if bad else 0
